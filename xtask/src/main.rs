@@ -1,0 +1,92 @@
+//! Project automation: `cargo xtask <command>`.
+//!
+//! - `codegen [--check]`: regenerate (or check) the committed gRPC code from `proto/`.
+//! - `interop`: run rpcplugin's examples against real go-plugin (Go) and
+//!   pyvider-rpcplugin (Python) peers, installing what is missing.
+//! - `ci`: everything CI checks, in order.
+
+mod codegen;
+mod interop;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    match args.first().map(String::as_str) {
+        Some("codegen") => {
+            let check = args.iter().any(|a| a == "--check");
+            codegen::run(&root, check)
+        }
+        Some("interop") => interop::run(&root, &args[1..]),
+        Some("ci") => ci(&root),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 codegen [--check]   regenerate the committed gRPC code (or fail if stale)\n  \
+                 interop [go|python] run the examples against go-plugin and pyvider peers\n  \
+                 ci                  fmt, clippy, tests, doc, codegen check, interop"
+            );
+            bail!("unknown or missing command");
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in `dir`, echoing it, and fails when it fails.
+fn run_cmd(dir: &Path, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// What .ci/run checks, in the order that fails fastest.
+fn ci(root: &Path) -> Result<()> {
+    run_cmd(root, "cargo", &["fmt", "--all", "--", "--check"], &[])?;
+    codegen::run(root, true)?;
+    run_cmd(
+        root,
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    run_cmd(
+        root,
+        "cargo",
+        &["nextest", "run", "--workspace", "--no-fail-fast"],
+        &[],
+    )?;
+    run_cmd(root, "cargo", &["test", "--workspace", "--doc"], &[])?;
+    run_cmd(
+        root,
+        "cargo",
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    interop::run(root, &[])
+}
