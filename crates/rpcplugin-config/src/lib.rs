@@ -1,0 +1,38 @@
+//! Configuration for rpcplugin hosts and plugins.
+//!
+//! Two things live here, and this is the only crate that reads environment
+//! variables (the others receive values):
+//!
+//! - [`Settings`]: the tunables a user sets (timeouts, transports, message limits,
+//!   the magic cookie), merged with [figment] from defaults < `PLUGIN_*`
+//!   environment variables; builders then apply values set in code on top.
+//! - [`Environment`]: a snapshot of the process environment, through which a
+//!   plugin reads what its host passed (the magic cookie, whose variable name is
+//!   chosen by the application, `PLUGIN_PROTOCOL_VERSIONS`, `PLUGIN_CLIENT_CERT`...).
+//!
+//! ```
+//! use rpcplugin_config::Settings;
+//! use std::time::Duration;
+//!
+//! // Values as a host would set them in the plugin's environment.
+//! let settings = Settings::from_vars([
+//!     ("PLUGIN_HANDSHAKE_TIMEOUT", "2.5"),
+//!     ("PLUGIN_SERVER_TRANSPORTS", "tcp,unix"),
+//! ])
+//! .unwrap();
+//! assert_eq!(settings.handshake_timeout, Duration::from_millis(2500));
+//! assert_eq!(settings.server_transports[0], rpcplugin_core::Network::Tcp);
+//!
+//! // A bad value names the variable and says what was expected.
+//! let err = Settings::from_vars([("PLUGIN_HANDSHAKE_TIMEOUT", "ten")]).unwrap_err();
+//! assert!(err.to_string().contains("PLUGIN_HANDSHAKE_TIMEOUT"), "{err}");
+//! ```
+
+mod de;
+mod environment;
+mod settings;
+
+pub use environment::Environment;
+pub use settings::{
+    DEFAULT_HOST_MAX_MESSAGE_SIZE, DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, ENV_PREFIX, Settings,
+};
