@@ -21,7 +21,7 @@
 //! ])
 //! .unwrap();
 //! assert_eq!(settings.handshake_timeout, Duration::from_millis(2500));
-//! assert_eq!(settings.server_transports[0], rpcplugin_core::Network::Tcp);
+//! assert_eq!(settings.server_transports.unwrap()[0], rpcplugin_core::Network::Tcp);
 //!
 //! // A bad value names the variable and says what was expected.
 //! let err = Settings::from_vars([("PLUGIN_HANDSHAKE_TIMEOUT", "ten")]).unwrap_err();

@@ -35,9 +35,10 @@ pub struct Settings {
     /// Overrides the magic cookie's value (`PLUGIN_MAGIC_COOKIE_VALUE`).
     pub magic_cookie_value: Option<String>,
     /// Plugin side: the transports it may serve on, preferred first
-    /// (`PLUGIN_SERVER_TRANSPORTS`, default `unix,tcp`).
-    #[serde(deserialize_with = "de::networks", serialize_with = "ser_networks")]
-    pub server_transports: Vec<Network>,
+    /// (`PLUGIN_SERVER_TRANSPORTS`). Unset means automatic: Unix, except for hosts
+    /// that send no `PLUGIN_PROTOCOL_VERSIONS` (see the server crate's docs).
+    #[serde(deserialize_with = "opt_networks", serialize_with = "ser_opt_networks")]
+    pub server_transports: Option<Vec<Network>>,
     /// Host side: the transports it accepts (`PLUGIN_CLIENT_TRANSPORTS`, default `unix,tcp`).
     #[serde(deserialize_with = "de::networks", serialize_with = "ser_networks")]
     pub client_transports: Vec<Network>,
@@ -69,7 +70,7 @@ impl Default for Settings {
         Self {
             magic_cookie_key: None,
             magic_cookie_value: None,
-            server_transports: vec![Network::Unix, Network::Tcp],
+            server_transports: None,
             client_transports: vec![Network::Unix, Network::Tcp],
             handshake_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(2),
@@ -166,6 +167,22 @@ fn ser_networks<S: serde::Serializer>(list: &[Network], s: S) -> Result<S::Ok, S
     s.collect_seq(list.iter().map(|n| n.as_str()))
 }
 
+fn ser_opt_networks<S: serde::Serializer>(
+    list: &Option<Vec<Network>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match list {
+        Some(list) => ser_networks(list, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn opt_networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Network>>, D::Error> {
+    #[derive(Deserialize)]
+    struct List(#[serde(deserialize_with = "de::networks")] Vec<Network>);
+    Ok(Option::<List>::deserialize(d)?.map(|l| l.0))
+}
+
 fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     #[derive(Deserialize)]
     struct Size(#[serde(deserialize_with = "de::size")] usize);
@@ -195,7 +212,7 @@ mod tests {
     fn defaults_without_environment() {
         let s = Settings::from_vars([]).unwrap();
         assert_eq!(s, Settings::default());
-        assert_eq!(s.server_transports, vec![Network::Unix, Network::Tcp]);
+        assert_eq!(s.server_transports, None);
         assert!(s.ignore_sigint);
     }
 
@@ -213,7 +230,7 @@ mod tests {
             ("PLUGIN_CLIENT_CERT", "-----BEGIN CERTIFICATE-----\n..."),
         ])
         .unwrap();
-        assert_eq!(s.server_transports, vec![Network::Tcp]);
+        assert_eq!(s.server_transports, Some(vec![Network::Tcp]));
         assert_eq!(s.handshake_timeout, Duration::from_millis(500));
         assert_eq!(s.shutdown_grace, Duration::from_secs(1));
         assert_eq!(s.magic_cookie_value.as_deref(), Some("123"));

@@ -1,0 +1,691 @@
+//! The host side of rpcplugin: launch a plugin process, handshake, and get a tonic
+//! [`Channel`] for your generated clients.
+//!
+//! Works with any go-plugin compatible plugin: rpcplugin's own, go-plugin's (Go) and
+//! pyvider-rpcplugin's (Python).
+//!
+//! ```no_run
+//! use rpcplugin_client::PluginClient;
+//! use rpcplugin_proto::examples::kv::{kv_client::KvClient, GetRequest};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let plugin = PluginClient::builder("./kv_plugin")
+//!     .handshake("BASIC_PLUGIN", "hello")
+//!     .protocol_versions([1])
+//!     .start()
+//!     .await?;
+//! let mut kv = KvClient::new(plugin.channel());
+//! let value = kv.get(GetRequest { key: "hello".into() }).await?.into_inner().value;
+//! println!("{}", String::from_utf8_lossy(&value));
+//! plugin.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! What [`Builder::start`] does: makes a private socket directory (0700) for the
+//! plugin, spawns the command in its own process group with a parent-death signal
+//! (so the plugin never outlives the host), passes the go-plugin environment
+//! (cookie, `PLUGIN_PROTOCOL_VERSIONS`, `PLUGIN_UNIX_SOCKET_DIR`), reads the
+//! handshake line under a timeout, checks it, connects (`:authority` is
+//! `localhost`, which h2 requires over Unix sockets) and checks health.
+//! Every failure is a [`Error`] whose hint quotes what the plugin printed.
+//!
+//! [`PluginClient::stop`] asks the plugin to shut down, waits a grace period, then
+//! sends SIGTERM, then SIGKILL, reaps the process and removes the socket directory.
+//! Dropping a client that was not stopped does the same without the RPC, bounded to
+//! a fraction of a second.
+
+mod launch;
+mod output;
+
+pub use rpcplugin_config::{Environment, Settings};
+pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+pub use rpcplugin_handshake::HandshakeLine;
+pub use tonic::transport::Channel;
+
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use rpcplugin_handshake::{MagicCookie, PluginEnv};
+use rpcplugin_proto::health::v1::HealthCheckRequest;
+use rpcplugin_proto::health::v1::health_check_response::ServingStatus;
+use rpcplugin_proto::health::v1::health_client::HealthClient;
+use rpcplugin_proto::plugin::grpc_controller_client::GrpcControllerClient;
+use rpcplugin_transport::SocketDir;
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::BufReader;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// A running plugin. Start one with [`PluginClient::builder`].
+#[derive(Debug)]
+pub struct PluginClient {
+    name: String,
+    pid: u32,
+    child: Option<Child>,
+    channel: Channel,
+    handshake: HandshakeLine,
+    socket_dir: Option<SocketDir>,
+    tail: Arc<output::Tail>,
+    grace: Duration,
+    stderr_task: Option<JoinHandle<()>>,
+    stdout_task: Option<JoinHandle<()>>,
+}
+
+/// How a plugin ended when it was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopMethod {
+    /// It exited after the Shutdown RPC.
+    Graceful,
+    /// It needed SIGTERM.
+    Terminated,
+    /// It needed SIGKILL.
+    Killed,
+    /// It had already exited before the stop began.
+    AlreadyExited,
+}
+
+/// The result of [`PluginClient::stop`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Which step of the stop sequence ended the process.
+    pub method: StopMethod,
+    /// Its exit status.
+    pub status: ExitStatus,
+}
+
+impl PluginClient {
+    /// A builder for the plugin executable at `program`.
+    pub fn builder(program: impl AsRef<OsStr>) -> Builder {
+        Builder::new(program)
+    }
+
+    /// A channel to the plugin for tonic-generated clients; cheap to clone. Calls
+    /// fail with `Unavailable` once the plugin is gone; they never hang on a dead one.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The plugin's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The plugin's name in logs and errors (the executable's file name by default).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The handshake the plugin sent: negotiated version, endpoint, protocol.
+    pub fn handshake(&self) -> &HandshakeLine {
+        &self.handshake
+    }
+
+    /// The app protocol version both sides agreed on.
+    pub fn protocol_version(&self) -> u32 {
+        self.handshake.app_version
+    }
+
+    /// Where the plugin serves.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.handshake.endpoint
+    }
+
+    /// The last lines the plugin wrote on stderr.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.tail.lines()
+    }
+
+    /// Whether the process has exited (without waiting), with its status.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Stops the plugin: `GRPCController.Shutdown`, a grace period, SIGTERM to its
+    /// process group, another grace period, SIGKILL; then reaps it and removes its
+    /// socket directory. Never waits longer than about twice the grace plus a second.
+    pub async fn stop(mut self) -> Result<Stopped> {
+        let mut child = self.child.take().expect("a running client has a child");
+        let started = Instant::now();
+        let stopped = stop_child(&mut child, self.pid, &self.channel, self.grace).await;
+        tracing::debug!(plugin = %self.name, pid = self.pid, took = ?started.elapsed(), ?stopped, "plugin stopped");
+        self.finish_io().await;
+        if let Some(dir) = self.socket_dir.take() {
+            dir.close()?;
+        }
+        stopped
+    }
+
+    async fn finish_io(&mut self) {
+        if let Some(task) = self.stdout_task.take() {
+            task.abort();
+        }
+        if let Some(task) = self.stderr_task.take() {
+            // Let the last lines reach the log; a grandchild holding stderr open
+            // must not hold us up.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_millis(200), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn stop_child(
+    child: &mut Child,
+    pid: u32,
+    channel: &Channel,
+    grace: Duration,
+) -> Result<Stopped> {
+    if let Ok(Some(status)) = child.try_wait() {
+        kill_group(pid, Signal::SIGKILL);
+        return Ok(Stopped {
+            method: StopMethod::AlreadyExited,
+            status,
+        });
+    }
+    let mut controller = GrpcControllerClient::new(channel.clone());
+    let shutdown = tokio::time::timeout(
+        grace,
+        controller.shutdown(rpcplugin_proto::plugin::Empty {}),
+    );
+    match shutdown.await {
+        Ok(Ok(_)) => {}
+        // go-plugin 1.0.1 stops inside the handler and never replies; the process
+        // exiting is what counts.
+        Ok(Err(status)) => tracing::debug!(pid, %status, "shutdown call failed"),
+        Err(_) => tracing::debug!(pid, "shutdown call timed out"),
+    }
+    let steps = [
+        (None, StopMethod::Graceful),
+        (Some(Signal::SIGTERM), StopMethod::Terminated),
+        (Some(Signal::SIGKILL), StopMethod::Killed),
+    ];
+    for (signal, method) in steps {
+        if let Some(signal) = signal {
+            tracing::debug!(
+                pid,
+                ?signal,
+                "plugin still running; signalling its process group"
+            );
+            kill_group(pid, signal);
+        }
+        let wait = if signal == Some(Signal::SIGKILL) {
+            Duration::from_secs(5)
+        } else {
+            grace
+        };
+        if let Ok(status) = tokio::time::timeout(wait, child.wait()).await {
+            let status = status.map_err(|e| {
+                Error::new(
+                    ErrorKind::Process,
+                    "process.wait",
+                    "cannot reap the plugin process",
+                )
+                .with_source(e)
+            })?;
+            // Children the plugin left behind go with it.
+            kill_group(pid, Signal::SIGKILL);
+            return Ok(Stopped { method, status });
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Process,
+        "process.unkillable",
+        format!("plugin process {pid} did not exit after SIGKILL"),
+    )
+    .with_hint("the process is probably stuck in the kernel (uninterruptible I/O); check `ps -o stat -p PID`"))
+}
+
+fn kill_group(pid: u32, signal: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // ESRCH (nobody left in the group) is the normal case after an exit.
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+impl Drop for PluginClient {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            kill_group(self.pid, Signal::SIGKILL);
+            return;
+        }
+        // No RPC from a destructor: SIGTERM lets an rpcplugin plugin remove its
+        // socket, then SIGKILL after a short bounded wait.
+        kill_group(self.pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                kill_group(self.pid, Signal::SIGKILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        kill_group(self.pid, Signal::SIGKILL);
+        // tokio reaps a dropped child in the background.
+        let _ = child.start_kill();
+    }
+}
+
+/// Configures and starts a plugin. See the [crate docs](crate).
+#[derive(Debug)]
+#[must_use]
+pub struct Builder {
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    env_clear: bool,
+    current_dir: Option<PathBuf>,
+    name: Option<String>,
+    cookie: Option<(String, String)>,
+    versions: Vec<u32>,
+    handshake_timeout: Option<Duration>,
+    shutdown_grace: Option<Duration>,
+    environment: Option<Environment>,
+}
+
+impl Builder {
+    fn new(program: impl AsRef<OsStr>) -> Self {
+        Self {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            env_clear: false,
+            current_dir: None,
+            name: None,
+            cookie: None,
+            versions: vec![1],
+            handshake_timeout: None,
+            shutdown_grace: None,
+            environment: None,
+        }
+    }
+
+    /// Adds an argument for the plugin.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments for the plugin.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the plugin (the protocol's own variables are
+    /// set after these and win, as with go-plugin).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Starts the plugin with only the variables set here and the protocol's own,
+    /// instead of inheriting the host's environment.
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self
+    }
+
+    /// The plugin's working directory.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// The name used in logs and errors (default: the executable's file name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The magic cookie: `key=value` is set in the plugin's environment, and the
+    /// plugin refuses to start without it. Must match the plugin's.
+    pub fn handshake(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.cookie = Some((key.into(), value.into()));
+        self
+    }
+
+    /// The app protocol versions this host speaks (default `[1]`).
+    pub fn protocol_versions(mut self, versions: impl IntoIterator<Item = u32>) -> Self {
+        self.versions = versions.into_iter().collect();
+        self
+    }
+
+    /// How long to wait for the handshake line (default: `PLUGIN_HANDSHAKE_TIMEOUT`, 30 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = Some(timeout);
+        self
+    }
+
+    /// How long each stop step waits before the next (default: `PLUGIN_SHUTDOWN_GRACE`, 2 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = Some(grace);
+        self
+    }
+
+    /// Reads settings from this environment instead of the host process's.
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// Launches the plugin and returns once it is connected and healthy.
+    pub async fn start(self) -> Result<PluginClient> {
+        let env = self
+            .environment
+            .clone()
+            .unwrap_or_else(Environment::capture);
+        let settings = Settings::from_environment(&env)?;
+        let name = self.name.clone().unwrap_or_else(|| {
+            std::path::Path::new(&self.program)
+                .file_name()
+                .unwrap_or(&self.program)
+                .to_string_lossy()
+                .into_owned()
+        });
+        let (key, value) = match (
+            &self.cookie,
+            &settings.magic_cookie_key,
+            &settings.magic_cookie_value,
+        ) {
+            (Some(c), _, _) => c.clone(),
+            (None, Some(k), Some(v)) => (k.clone(), v.clone()),
+            _ => {
+                return Err(Error::new(ErrorKind::Config, "config.missing_cookie", "no magic cookie configured for this host")
+                    .with_hint("call .handshake(KEY, VALUE) on the client builder with the plugin's cookie (go-plugin's KV example: BASIC_PLUGIN=hello)"));
+            }
+        };
+        if self.versions.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "config.no_versions",
+                "the host speaks no app protocol version",
+            )
+            .with_hint("call .protocol_versions([1]) on the client builder"));
+        }
+        let timeout = self.handshake_timeout.unwrap_or(settings.handshake_timeout);
+        let grace = self.shutdown_grace.unwrap_or(settings.shutdown_grace);
+
+        let socket_dir = SocketDir::create(None, None)?;
+        let mut plugin_env = PluginEnv::new(MagicCookie::new(key, value)?);
+        plugin_env.protocol_versions = self.versions.clone();
+        plugin_env.unix_socket_dir = Some(socket_dir.path().to_owned());
+
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        if self.env_clear {
+            command.env_clear();
+        }
+        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        command.envs(plugin_env.to_vars());
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+
+        let mut child = launch::spawn(command)
+            .await
+            .map_err(|err| spawn_error(&self.program, err))?;
+        let pid = child.id().unwrap_or_default();
+        tracing::debug!(plugin = %name, pid, "plugin started");
+
+        let tail = Arc::new(output::Tail::default());
+        let stderr_task = child.stderr.take().map(|stderr| {
+            tokio::spawn(output::forward_stderr(
+                BufReader::new(stderr),
+                tail.clone(),
+                name.clone(),
+                pid,
+            ))
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+
+        let mut client = PluginClient {
+            name,
+            pid,
+            child: Some(child),
+            channel: Channel::from_static("http://localhost").connect_lazy(),
+            handshake: HandshakeLine::new(0, Endpoint::Unix(PathBuf::new())),
+            socket_dir: Some(socket_dir),
+            tail,
+            grace,
+            stderr_task,
+            stdout_task: None,
+        };
+        // From here every failure drops `client`, which kills the process group and
+        // removes the socket directory.
+        let line = client.read_handshake(&mut stdout, timeout).await?;
+        client.stdout_task = Some(tokio::spawn(output::drain_stdout(
+            stdout,
+            client.name.clone(),
+            pid,
+        )));
+        client.handshake = client.check_handshake(&line, &self.versions)?;
+        client.channel = client.connect().await?;
+        client.check_health().await?;
+        Ok(client)
+    }
+}
+
+fn spawn_error(program: &OsStr, err: std::io::Error) -> Error {
+    let hint = match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            "check the path to the plugin executable (relative paths are resolved against PATH and the working directory)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "make the plugin file executable (chmod +x) and check its directory permissions"
+        }
+        _ => "check that the plugin executable can be run on this machine",
+    };
+    Error::new(
+        ErrorKind::Process,
+        "process.spawn",
+        format!("cannot start plugin {}", program.to_string_lossy()),
+    )
+    .with_source(err)
+    .with_hint(hint)
+}
+
+impl PluginClient {
+    /// Describes what the plugin wrote on stderr, for hints.
+    async fn stderr_report(&mut self) -> String {
+        // A plugin that just exited may still have lines in the pipe.
+        if let Some(task) = self.stderr_task.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+        }
+        let lines = self.tail.lines();
+        if lines.is_empty() {
+            "it wrote nothing on stderr".to_owned()
+        } else {
+            format!("its stderr ended with:\n    {}", lines.join("\n    "))
+        }
+    }
+
+    async fn read_handshake(
+        &mut self,
+        stdout: &mut BufReader<tokio::process::ChildStdout>,
+        timeout: Duration,
+    ) -> Result<String> {
+        let child = self.child.as_mut().expect("child is running");
+        let read =
+            tokio::time::timeout(timeout, output::read_line_limited(stdout, output::MAX_LINE));
+        let line = match read.await {
+            Ok(Ok(Some(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                // stdout closed: the plugin exited (or closed stdout) before the line.
+                let status = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+                let how = match status {
+                    Ok(Ok(status)) => describe_status(status),
+                    _ => "closed its stdout".to_owned(),
+                };
+                let report = self.stderr_report().await;
+                let cookie_hint = if report.contains("plugin")
+                    && report.to_lowercase().contains("cookie")
+                    || report.contains("not meant to be executed directly")
+                {
+                    "\nthe plugin did not accept the magic cookie: host and plugin must use the same cookie key and value"
+                } else {
+                    ""
+                };
+                return Err(Error::new(
+                    ErrorKind::Handshake,
+                    "handshake.plugin_exited",
+                    format!("plugin {} {} before the handshake", self.name, how),
+                )
+                .with_hint(format!("{report}{cookie_hint}")));
+            }
+            Err(_) => {
+                let report = self.stderr_report().await;
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "handshake.timeout",
+                    format!(
+                        "plugin {} printed no handshake within {timeout:?}",
+                        self.name
+                    ),
+                )
+                .with_hint(format!(
+                    "a plugin prints its handshake line on stdout once it serves; raise \
+                     PLUGIN_HANDSHAKE_TIMEOUT if it starts slowly; {report}"
+                )));
+            }
+        };
+        Ok(line)
+    }
+
+    fn check_handshake(&mut self, line: &str, versions: &[u32]) -> Result<HandshakeLine> {
+        let tail = self.tail.lines();
+        let with_context = |err: Error, what: &str| {
+            let mut hint = format!(
+                "the plugin's first stdout line was {:?}",
+                truncate(line, 300)
+            );
+            if !tail.is_empty() {
+                hint.push_str(&format!(
+                    "; its stderr ended with:\n    {}",
+                    tail.join("\n    ")
+                ));
+            }
+            Error::new(
+                err.kind(),
+                err.code(),
+                format!("plugin {} {what}", self.name),
+            )
+            .with_hint(hint)
+            .with_source(err)
+        };
+        let parsed =
+            HandshakeLine::parse(line).map_err(|e| with_context(e, "sent an invalid handshake"))?;
+        rpcplugin_handshake::check_line(&parsed, versions)
+            .map_err(|e| with_context(e, "cannot be used by this host"))?;
+        if parsed.server_cert.is_some() {
+            return Err(Error::new(
+                ErrorKind::Security,
+                "security.unexpected_certificate",
+                format!("plugin {} serves TLS but this host did not ask for it", self.name),
+            )
+            .with_hint("the plugin is configured with its own certificate (PLUGIN_SERVER_CERT?); TLS on the host side comes with AutoMTLS support"));
+        }
+        Ok(parsed)
+    }
+
+    async fn connect(&self) -> Result<Channel> {
+        let endpoint = self.handshake.endpoint.clone();
+        let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
+            let endpoint = endpoint.clone();
+            async move {
+                rpcplugin_transport::connect(&endpoint)
+                    .await
+                    .map(TokioIo::new)
+            }
+        });
+        // The authority must be a host name: h2 rejects a socket path there.
+        tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector(connector)
+            .await
+            .map_err(|err| {
+                Error::new(
+                    ErrorKind::Transport,
+                    "transport.connect",
+                    format!("cannot connect to plugin {} at {}", self.name, self.handshake.endpoint),
+                )
+                .with_source(err)
+                .with_hint("the plugin announced this address but nothing accepts connections there; it may have exited right after the handshake")
+            })
+    }
+
+    async fn check_health(&self) -> Result<()> {
+        let mut health = HealthClient::new(self.channel.clone());
+        let request = HealthCheckRequest {
+            service: "plugin".to_owned(),
+        };
+        match tokio::time::timeout(Duration::from_secs(5), health.check(request)).await {
+            Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+            Ok(Ok(reply)) => Err(Error::new(
+                ErrorKind::Protocol,
+                "protocol.not_serving",
+                format!(
+                    "plugin {} reports health status {}",
+                    self.name,
+                    reply.get_ref().status
+                ),
+            )
+            .with_hint("the plugin is shutting down or not ready; check its log")),
+            // Health is optional in the protocol: a plugin without it is still usable.
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Ok(()),
+            Ok(Err(status)) => Err(Error::new(
+                ErrorKind::Protocol,
+                "protocol.health",
+                format!("plugin {} failed its health check", self.name),
+            )
+            .with_source(status)
+            .with_hint("the plugin accepted the connection but cannot answer gRPC calls")),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                "protocol.health_timeout",
+                format!(
+                    "plugin {} did not answer its health check within 5s",
+                    self.name
+                ),
+            )
+            .with_hint("the plugin is stuck or overloaded")),
+        }
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "exited".to_owned(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}

@@ -1,0 +1,184 @@
+//! Sockets for rpcplugin: a plugin binds, a host connects.
+//!
+//! rpcplugin runs plugins as child processes speaking HashiCorp go-plugin's gRPC
+//! protocol. The plugin binds a Unix socket (or a loopback TCP port), announces it
+//! in its handshake line, and serves gRPC there; the host connects. This crate owns
+//! that socket layer and nothing above it:
+//!
+//! - the [`Transport`] trait, which binds a [`Listener`], with [`UnixTransport`]
+//!   and [`TcpTransport`];
+//! - [`connect`], which dials an [`Endpoint`] and returns a [`Stream`];
+//! - [`choose`], which picks the network host and plugin both accept;
+//! - [`SocketDir`], the private directory sockets live in, and the permissions,
+//!   port ranges and clean-up the protocol expects (`PLUGIN_UNIX_SOCKET_DIR`,
+//!   `PLUGIN_UNIX_SOCKET_GROUP`, `PLUGIN_MIN_PORT`, `PLUGIN_MAX_PORT`).
+//!
+//! It reads no environment variables (besides `TMPDIR`, through
+//! [`std::env::temp_dir`]): the caller passes configuration in, and errors name the
+//! variables a user would change.
+//!
+//! Streams are plain bytes; TLS and HTTP/2 are layered on top by the server and
+//! client crates.
+//!
+//! # Example
+//!
+//! ```
+//! use rpcplugin_transport::{connect, Endpoint, Transport, UnixTransport};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let dir = tempfile::tempdir()?;
+//!     let listener = UnixTransport::new().dir(dir.path()).bind().await?;
+//!     let Endpoint::Unix(path) = listener.endpoint().clone() else { unreachable!() };
+//!     assert!(path.exists());
+//!
+//!     let mut client = connect(listener.endpoint()).await?;
+//!     let mut server = listener.accept().await?;
+//!     client.write_all(b"ping").await?;
+//!     let mut buf = [0; 4];
+//!     server.read_exact(&mut buf).await?;
+//!     assert_eq!(&buf, b"ping");
+//!
+//!     // The listener owns its socket file: dropping it removes the file.
+//!     drop(listener);
+//!     assert!(!path.exists());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Feature flags
+//!
+//! None. Unix only.
+
+mod listener;
+mod socket_dir;
+mod stream;
+mod tcp;
+mod unix;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+pub use listener::Listener;
+pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
+pub use socket_dir::SocketDir;
+pub use stream::{Stream, connect};
+pub use tcp::TcpTransport;
+pub use unix::{MAX_UNIX_PATH, UnixTransport};
+
+/// Binds listeners for one network.
+///
+/// Tiny and object-safe so a server can hold `Box<dyn Transport>` chosen at run
+/// time, and users can add their own (a pre-opened socket, a test double).
+/// Connecting needs no transport object: [`connect`] dials any [`Endpoint`].
+pub trait Transport: fmt::Debug + Send + Sync {
+    /// The network this transport binds, as announced in the handshake line.
+    fn network(&self) -> Network;
+
+    /// Binds a new listener.
+    ///
+    /// Boxed rather than `async fn` so the trait stays usable as `dyn Transport`.
+    ///
+    /// # Errors
+    ///
+    /// A [`Transport`](ErrorKind::Transport) error when the socket cannot be bound,
+    /// a [`Config`](ErrorKind::Config) error when the transport's settings are
+    /// contradictory; both with a hint.
+    fn bind(&self) -> Pin<Box<dyn Future<Output = Result<Listener>> + Send + '_>>;
+}
+
+/// Picks the network to use: the first of the plugin's preferences that the host
+/// accepts.
+///
+/// The plugin's order wins because the plugin binds; the host only has to be able
+/// to dial it.
+///
+/// ```
+/// use rpcplugin_transport::{choose, Network};
+///
+/// let n = choose(&[Network::Unix, Network::Tcp], &[Network::Tcp]).unwrap();
+/// assert_eq!(n, Network::Tcp);
+/// ```
+///
+/// # Errors
+///
+/// `transport.no_common_network` ([`Config`](ErrorKind::Config)) naming both lists,
+/// when they share no network.
+pub fn choose(plugin_prefers: &[Network], host_accepts: &[Network]) -> Result<Network> {
+    plugin_prefers
+        .iter()
+        .copied()
+        .find(|n| host_accepts.contains(n))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "transport.no_common_network",
+                format!(
+                    "no network in common: the plugin offers [{}], the host accepts [{}]",
+                    list(plugin_prefers),
+                    list(host_accepts)
+                ),
+            )
+            .with_hint(
+                "configure the plugin's transports (PLUGIN_SERVER_TRANSPORTS) and the host's \
+                 (PLUGIN_CLIENT_TRANSPORTS) to share at least one of unix, tcp",
+            )
+        })
+}
+
+fn list(networks: &[Network]) -> String {
+    networks
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use Network::{Tcp, Unix};
+
+    #[test]
+    fn choose_follows_the_plugins_order() {
+        let table: &[(&[Network], &[Network], Option<Network>)] = &[
+            (&[Unix, Tcp], &[Unix, Tcp], Some(Unix)),
+            (&[Tcp, Unix], &[Unix, Tcp], Some(Tcp)),
+            (&[Unix, Tcp], &[Tcp], Some(Tcp)),
+            (&[Unix], &[Tcp, Unix], Some(Unix)),
+            (&[Tcp], &[Tcp], Some(Tcp)),
+            (&[Unix], &[Tcp], None),
+            (&[], &[Unix, Tcp], None),
+            (&[Unix, Tcp], &[], None),
+        ];
+        for (plugin, host, want) in table {
+            let got = choose(plugin, host).ok();
+            assert_eq!(got, *want, "plugin {plugin:?}, host {host:?}");
+        }
+    }
+
+    #[test]
+    fn choose_failure_names_both_lists() {
+        let err = choose(&[Unix], &[Tcp]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.code(), "transport.no_common_network");
+        assert_eq!(
+            err.to_string(),
+            "no network in common: the plugin offers [unix], the host accepts [tcp]"
+        );
+        assert!(err.hint().is_some());
+    }
+
+    #[test]
+    fn transport_is_object_safe() {
+        let transports: Vec<Box<dyn Transport>> = vec![
+            Box::new(UnixTransport::new()),
+            Box::new(TcpTransport::new()),
+        ];
+        let networks: Vec<_> = transports.iter().map(|t| t.network()).collect();
+        assert_eq!(networks, [Unix, Tcp]);
+    }
+}

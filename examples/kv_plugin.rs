@@ -1,0 +1,88 @@
+//! A plugin any go-plugin host can run: go-plugin's KV example, plus the benchmark
+//! service. Interop contract: see INTEROP.md (`proto.KV`, `bench.v1.Bench`, cookie
+//! `BASIC_PLUGIN=hello`, app protocol version 1).
+//!
+//! Run by a person it explains that a host must start it, and exits 1:
+//!
+//! ```text
+//! cargo run --example kv_plugin
+//! ```
+
+use rpcplugin::proto::examples::bench::bench_server::{Bench, BenchServer};
+use rpcplugin::proto::examples::bench::{DownloadRequest, Payload};
+use rpcplugin::proto::examples::kv::kv_server::{Kv, KvServer};
+use rpcplugin::proto::examples::kv::{Empty, GetRequest, GetResponse, PutRequest};
+use rpcplugin::tonic::{self, Request, Response, Status};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+/// Values kept in memory; a missing key reads as an empty value (as go-plugin's example).
+#[derive(Default)]
+struct Store {
+    values: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+#[tonic::async_trait]
+impl Kv for Store {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let key = request.into_inner().key;
+        let value = self
+            .values
+            .lock()
+            .unwrap()
+            .get(&key)
+            .cloned()
+            .unwrap_or_default();
+        Ok(Response::new(GetResponse { value }))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<Empty>, Status> {
+        let PutRequest { key, value } = request.into_inner();
+        self.values.lock().unwrap().insert(key, value);
+        Ok(Response::new(Empty {}))
+    }
+}
+
+struct Echo;
+
+type PayloadStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Payload, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Bench for Echo {
+    async fn echo(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        Ok(Response::new(request.into_inner()))
+    }
+
+    type DownloadStream = PayloadStream;
+
+    async fn download(
+        &self,
+        request: Request<DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let DownloadRequest { chunk_size, count } = request.into_inner();
+        let chunk = Payload {
+            data: vec![0xAB; chunk_size as usize],
+        };
+        let stream = tokio_stream::iter((0..count).map(move |_| Ok(chunk.clone())));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn main() -> ExitCode {
+    // Logs go to stderr: stdout carries the handshake line and nothing else.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(false)
+        .init();
+    rpcplugin::plugin_server()
+        .handshake("BASIC_PLUGIN", "hello")
+        .protocol_version(1)
+        .add_service_with(|limits| limits.apply(KvServer::new(Store::default())))
+        .add_service_with(|limits| limits.apply(BenchServer::new(Echo)))
+        .run()
+}

@@ -1,0 +1,91 @@
+//! rpcplugin: out-of-process plugins over gRPC, wire-compatible with HashiCorp
+//! go-plugin.
+//!
+//! A *host* launches a *plugin* executable as a child process; the plugin prints one
+//! handshake line on stdout and serves gRPC on a Unix socket (or loopback TCP); the
+//! host calls it through ordinary tonic clients. Because the protocol is
+//! go-plugin's, an rpcplugin host runs Go and Python (pyvider-rpcplugin) plugins, and
+//! Go hosts such as Terraform run rpcplugin plugins.
+//!
+//! This crate re-exports the layers; depend on one of them alone if that is all you
+//! need ([`handshake`] to parse handshake lines, [`transport`] for private sockets).
+//!
+//! # A plugin
+//!
+//! ```no_run
+//! use rpcplugin::proto::examples::kv::kv_server::{Kv, KvServer};
+//! use rpcplugin::proto::examples::kv::{Empty, GetRequest, GetResponse, PutRequest};
+//! use rpcplugin::tonic::{Request, Response, Status};
+//!
+//! struct Store;
+//!
+//! #[rpcplugin::tonic::async_trait]
+//! impl Kv for Store {
+//!     async fn get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+//!         Ok(Response::new(GetResponse { value: b"world".to_vec() }))
+//!     }
+//!     async fn put(&self, _: Request<PutRequest>) -> Result<Response<Empty>, Status> {
+//!         Ok(Response::new(Empty {}))
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     rpcplugin::plugin_server()
+//!         .handshake("BASIC_PLUGIN", "hello")
+//!         .add_service_with(|limits| limits.apply(KvServer::new(Store)))
+//!         .run()
+//! }
+//! ```
+//!
+//! # A host
+//!
+//! ```no_run
+//! use rpcplugin::proto::examples::kv::{kv_client::KvClient, GetRequest};
+//!
+//! # async fn host() -> Result<(), Box<dyn std::error::Error>> {
+//! let plugin = rpcplugin::plugin_client("./kv_plugin")
+//!     .handshake("BASIC_PLUGIN", "hello")
+//!     .start()
+//!     .await?;
+//! let mut kv = KvClient::new(plugin.channel());
+//! let reply = kv.get(GetRequest { key: "hello".into() }).await?;
+//! plugin.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! `cargo run --example quick_start` runs both halves in one program.
+
+pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result, render};
+pub use tonic;
+
+/// The plugin side: [`server::PluginServer`] and its builder.
+pub mod server {
+    pub use rpcplugin_server::*;
+}
+
+/// The host side: [`client::PluginClient`] and its builder.
+pub mod client {
+    pub use rpcplugin_client::*;
+}
+
+/// Generated code for go-plugin's services, health, and the example contracts.
+pub use rpcplugin_proto as proto;
+
+/// The handshake line, magic cookie and version negotiation (sans-IO).
+pub use rpcplugin_handshake as handshake;
+
+/// Settings and the environment snapshot.
+pub use rpcplugin_config as config;
+
+/// Unix-socket and TCP transports.
+pub use rpcplugin_transport as transport;
+
+/// A plugin server builder: `rpcplugin::plugin_server().handshake(..).add_service(..).run()`.
+pub fn plugin_server() -> server::Builder {
+    server::PluginServer::builder()
+}
+
+/// A host-side builder for the plugin executable `program`.
+pub fn plugin_client(program: impl AsRef<std::ffi::OsStr>) -> client::Builder {
+    client::PluginClient::builder(program)
+}
