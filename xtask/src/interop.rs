@@ -1,7 +1,182 @@
-//! `cargo xtask interop`: placeholder, filled in below.
-use anyhow::Result;
-use std::path::Path;
+//! `cargo xtask interop [go|python]`: rpcplugin's examples against real peers.
+//!
+//! - Go: go-plugin 1.0.1 from Debian (`tests/interop/go/build.sh` installs what is
+//!   missing with apt and builds offline in GOPATH mode);
+//! - Python: pyvider-rpcplugin 0.5.5 from PyPI (`tests/interop/python/setup.sh`
+//!   makes a virtualenv).
+//!
+//! Each pairing runs the INTEROP.md KV contract (put `hello`=`world`, get it, stop
+//! the plugin, check it is gone) in both directions, with a time limit, and the
+//! run ends with a `N passed, N failed` line.
 
-pub(crate) fn run(_root: &Path, _args: &[String]) -> Result<()> {
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a case expects.
+enum Expect {
+    /// Exit 0 and exactly `world` on stdout.
+    World,
+    /// A non-zero exit, and this text somewhere in stderr.
+    Failure(&'static str),
+}
+
+struct Case {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(&'static str, &'static str)>,
+    expect: Expect,
+}
+
+const CASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let want = |peer: &str| args.is_empty() || args.iter().any(|a| a == peer);
+    let out = root.join("target/interop");
+    std::fs::create_dir_all(&out)?;
+    crate::run_cmd(root, "cargo", &["build", "--examples"], &[])?;
+    let examples = root.join("target/debug/examples");
+    let kv_plugin = examples.join("kv_plugin");
+    let kv_host = examples.join("kv_host");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+
+    let mut cases = Vec::new();
+    if want("go") {
+        let go = out.join("go");
+        crate::run_cmd(root, "bash", &["tests/interop/go/build.sh", &s(&go)], &[])?;
+        let (go_host, go_plugin) = (go.join("kv-host"), go.join("kv-plugin"));
+        cases.push(Case {
+            name: "go-plugin host -> rpcplugin kv_plugin (unix)",
+            program: go_host.clone(),
+            args: vec!["--strict-shutdown".into(), "--".into(), s(&kv_plugin)],
+            env: vec![],
+            expect: Expect::World,
+        });
+        cases.push(Case {
+            name: "go-plugin host -> rpcplugin kv_plugin (tcp)",
+            program: go_host.clone(),
+            args: vec!["--strict-shutdown".into(), "--".into(), s(&kv_plugin)],
+            env: vec![("PLUGIN_SERVER_TRANSPORTS", "tcp")],
+            expect: Expect::World,
+        });
+        cases.push(Case {
+            name: "go-plugin host with a wrong cookie -> rpcplugin kv_plugin refuses",
+            program: go_host,
+            args: vec![
+                "--cookie".into(),
+                "BASIC_PLUGIN=nope".into(),
+                "--".into(),
+                s(&kv_plugin),
+            ],
+            env: vec![],
+            expect: Expect::Failure("This binary is a plugin"),
+        });
+        cases.push(Case {
+            name: "rpcplugin kv_host -> go-plugin kv-plugin",
+            program: kv_host.clone(),
+            args: vec!["--".into(), s(&go_plugin)],
+            env: vec![],
+            expect: Expect::World,
+        });
+    }
+    if want("python") {
+        let venv = out.join("venv");
+        crate::run_cmd(
+            root,
+            "bash",
+            &["tests/interop/python/setup.sh", &s(&venv)],
+            &[],
+        )?;
+        let python = venv.join("bin/python");
+        let py_dir = root.join("tests/interop/python");
+        cases.push(Case {
+            name: "pyvider host -> rpcplugin kv_plugin",
+            program: python.clone(),
+            args: vec![s(&py_dir.join("kv_host.py")), "--".into(), s(&kv_plugin)],
+            env: vec![],
+            expect: Expect::World,
+        });
+        cases.push(Case {
+            name: "rpcplugin kv_host -> pyvider kv_plugin.py",
+            program: kv_host,
+            args: vec!["--".into(), s(&python), s(&py_dir.join("kv_plugin.py"))],
+            env: vec![],
+            expect: Expect::World,
+        });
+    }
+
+    let (mut passed, mut failed) = (0, 0);
+    for case in &cases {
+        let started = Instant::now();
+        match run_case(case) {
+            Ok(()) => {
+                passed += 1;
+                eprintln!(
+                    "PASS  {} ({:.0} ms)",
+                    case.name,
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+            }
+            Err(err) => {
+                failed += 1;
+                eprintln!("FAIL  {}: {err:#}", case.name);
+            }
+        }
+    }
+    println!("interop: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} interop case(s) failed");
+    }
     Ok(())
+}
+
+fn run_case(case: &Case) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(&case.program)
+        .args(&case.args)
+        .envs(case.env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path)?)
+        .stderr(std::fs::File::create(&stderr_path)?)
+        .spawn()
+        .with_context(|| format!("cannot run {}", case.program.display()))?;
+    let deadline = Instant::now() + CASE_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("no result within {CASE_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path)?;
+    let stderr = std::fs::read_to_string(&stderr_path)?;
+    let tail = || {
+        stderr
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n      ")
+    };
+    match case.expect {
+        Expect::World if status.success() && stdout == "world\n" => Ok(()),
+        Expect::World => bail!("{status}, stdout {stdout:?}\n      {}", tail()),
+        Expect::Failure(needle) if !status.success() && stderr.contains(needle) => Ok(()),
+        Expect::Failure(needle) => {
+            bail!(
+                "expected a failure mentioning {needle:?}, got {status}, stdout {stdout:?}\n      {}",
+                tail()
+            )
+        }
+    }
 }

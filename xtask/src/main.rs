@@ -88,5 +88,17 @@ fn ci(root: &Path) -> Result<()> {
         &["doc", "--workspace", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    check_layers(root)?;
     interop::run(root, &[])
+}
+
+/// The layering rule of ../shared/design/ARCHITECTURE.md, when the checker is beside us.
+fn check_layers(root: &Path) -> Result<()> {
+    let checker = root.join("../shared/tools/check-layers.py");
+    if checker.exists() {
+        run_cmd(root, "python3", &[&checker.to_string_lossy()], &[])?;
+    } else {
+        eprintln!("layering check skipped: {} not found", checker.display());
+    }
+    Ok(())
 }
