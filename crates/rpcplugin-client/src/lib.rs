@@ -478,7 +478,8 @@ impl Builder {
             client.name.clone(),
             pid,
         )));
-        client.handshake = client.check_handshake(&line, &self.versions)?;
+        client.handshake =
+            client.check_handshake(&line, &self.versions, &settings.client_transports)?;
         client.channel = client.connect().await?;
         client.check_health().await?;
         Ok(client)
@@ -508,8 +509,13 @@ impl PluginClient {
     /// Describes what the plugin wrote on stderr, for hints.
     async fn stderr_report(&mut self) -> String {
         // A plugin that just exited may still have lines in the pipe.
-        if let Some(task) = self.stderr_task.as_mut() {
-            let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+        if let Some(task) = self.stderr_task.as_mut()
+            && tokio::time::timeout(Duration::from_millis(500), task)
+                .await
+                .is_ok()
+        {
+            // Finished: a JoinHandle must not be polled again.
+            self.stderr_task = None;
         }
         let lines = self.tail.lines();
         if lines.is_empty() {
@@ -571,7 +577,12 @@ impl PluginClient {
         Ok(line)
     }
 
-    fn check_handshake(&mut self, line: &str, versions: &[u32]) -> Result<HandshakeLine> {
+    fn check_handshake(
+        &mut self,
+        line: &str,
+        versions: &[u32],
+        networks: &[rpcplugin_core::Network],
+    ) -> Result<HandshakeLine> {
         let tail = self.tail.lines();
         let with_context = |err: Error, what: &str| {
             let mut hint = format!(
@@ -596,6 +607,17 @@ impl PluginClient {
             HandshakeLine::parse(line).map_err(|e| with_context(e, "sent an invalid handshake"))?;
         rpcplugin_handshake::check_line(&parsed, versions)
             .map_err(|e| with_context(e, "cannot be used by this host"))?;
+        let network = parsed.endpoint.network();
+        if !networks.contains(&network) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "config.transport_not_allowed",
+                format!("plugin {} serves over {network}, which this host does not accept", self.name),
+            )
+            .with_hint(format!(
+                "PLUGIN_CLIENT_TRANSPORTS allows {networks:?}; add {network} there, or set PLUGIN_SERVER_TRANSPORTS for the plugin"
+            )));
+        }
         if parsed.server_cert.is_some() {
             return Err(Error::new(
                 ErrorKind::Security,

@@ -493,7 +493,7 @@ impl Prepared {
         }
         print_handshake(&line)?;
 
-        spawn_stop_sources(stop_tx, self.ignore_sigint, signal)?;
+        let stop_sources = spawn_stop_sources(stop_tx, self.ignore_sigint, signal)?;
         let reason = tokio::select! {
             result = &mut server => {
                 server_result(result)?;
@@ -501,6 +501,8 @@ impl Prepared {
             }
             reason = stop_rx.recv() => reason.unwrap_or(StopReason::Requested),
         };
+        // Inside a caller's runtime the watcher would otherwise poll forever.
+        stop_sources.abort();
         tracing::debug!(?reason, "plugin stopping");
         let _ = serving_tx.send(false);
         let _ = shutdown_tx.send(());
@@ -600,7 +602,7 @@ fn spawn_stop_sources(
     stop: mpsc::Sender<StopReason>,
     ignore_sigint: bool,
     signal: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
+) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal as unix_signal};
     let signal_error = |err: std::io::Error| {
         Error::new(
@@ -613,7 +615,7 @@ fn spawn_stop_sources(
     let mut term = unix_signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut int = unix_signal(SignalKind::interrupt()).map_err(signal_error)?;
     let parent = std::os::unix::process::parent_id();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let mut interrupts = 0u32;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut signal = std::pin::pin!(signal);
@@ -640,6 +642,5 @@ fn spawn_stop_sources(
             }
         };
         let _ = stop.send(reason).await;
-    });
-    Ok(())
+    }))
 }
