@@ -31,8 +31,9 @@
 //!
 //! [`PluginClient::stop`] asks the plugin to shut down, waits a grace period, then
 //! sends SIGTERM, then SIGKILL, reaps the process and removes the socket directory.
-//! Dropping a client that was not stopped does the same without the RPC, bounded to
-//! a fraction of a second.
+//! Dropping a client that was not stopped sends SIGTERM at once and SIGKILL half a
+//! second later if the plugin is still there (from a reaper thread, so `drop` never
+//! blocks).
 
 mod launch;
 mod output;
@@ -258,26 +259,40 @@ impl Drop for PluginClient {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        let pid = self.pid;
         if matches!(child.try_wait(), Ok(Some(_))) {
-            kill_group(self.pid, Signal::SIGKILL);
+            kill_group(pid, Signal::SIGKILL);
             return;
         }
-        // No RPC from a destructor: SIGTERM lets an rpcplugin plugin remove its
-        // socket, then SIGKILL after a short bounded wait.
-        kill_group(self.pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_millis(300);
-        while Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                kill_group(self.pid, Signal::SIGKILL);
-                return;
+        // No RPC from a destructor: SIGTERM lets an rpcplugin plugin stop gracefully
+        // and remove its socket. Its HTTP/2 shutdown needs this host's runtime to
+        // answer a PING, so the bounded wait and the SIGKILL happen on a reaper
+        // thread rather than by blocking the thread that dropped us.
+        kill_group(pid, Signal::SIGTERM);
+        let reap = move || {
+            let deadline = Instant::now() + DROP_GRACE;
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            // Also takes the plugin's own children, exited leader or not.
+            kill_group(pid, Signal::SIGKILL);
+            let _ = child.start_kill();
+            let _ = child.try_wait();
+        };
+        let spawned = std::thread::Builder::new()
+            .name("rpcplugin-reaper".into())
+            .spawn(reap);
+        if spawned.is_err() {
+            kill_group(pid, Signal::SIGKILL);
         }
-        kill_group(self.pid, Signal::SIGKILL);
-        // tokio reaps a dropped child in the background.
-        let _ = child.start_kill();
     }
 }
+
+/// How long a dropped client's plugin gets between SIGTERM and SIGKILL.
+const DROP_GRACE: Duration = Duration::from_millis(500);
 
 /// Configures and starts a plugin. See the [crate docs](crate).
 #[derive(Debug)]
@@ -547,7 +562,7 @@ impl PluginClient {
                     && report.to_lowercase().contains("cookie")
                     || report.contains("not meant to be executed directly")
                 {
-                    "\nthe plugin did not accept the magic cookie: host and plugin must use the same cookie key and value"
+                    "\n  the plugin did not accept the magic cookie: host and plugin must use the same cookie key and value"
                 } else {
                     ""
                 };
