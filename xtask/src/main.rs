@@ -78,7 +78,7 @@ fn ci(root: &Path) -> Result<()> {
     run_cmd(
         root,
         "cargo",
-        &["nextest", "run", "--workspace", "--no-fail-fast"],
+        &["nextest", "run", "--workspace", "--profile", "ci"],
         &[],
     )?;
     run_cmd(root, "cargo", &["test", "--workspace", "--doc"], &[])?;
