@@ -313,7 +313,12 @@ impl Builder {
         match runtime.block_on(self.serve()) {
             Ok(_) => ExitCode::SUCCESS,
             Err(err) => {
-                if err.code().ends_with("_cookie") {
+                // Only a missing or wrong cookie means "a person ran me"; a cookie the
+                // developer misconfigured is explained by the error itself.
+                if matches!(
+                    err.code(),
+                    "handshake.missing_cookie" | "handshake.bad_cookie"
+                ) {
                     eprintln!("{}\n", rpcplugin_handshake::NOT_A_TERMINAL_PROGRAM);
                 }
                 eprintln!("{}", rpcplugin_core::render(&err));
