@@ -20,15 +20,19 @@ fn launcher() -> &'static std::sync::Mutex<std_mpsc::Sender<SpawnRequest>> {
     static LAUNCHER: OnceLock<std::sync::Mutex<std_mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     LAUNCHER.get_or_init(|| {
         let (tx, rx) = std_mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("rpcplugin-launcher".into())
             .spawn(move || {
                 for (mut command, handle, reply) in rx {
                     let _guard = handle.enter();
                     let _ = reply.send(command.spawn());
                 }
-            })
-            .expect("cannot start the rpcplugin launcher thread");
+            });
+        if let Err(err) = started {
+            // The receiver is gone with the closure, so every spawn reports an error
+            // instead of the host panicking.
+            tracing::error!(error = %err, "cannot start the rpcplugin launcher thread");
+        }
         std::sync::Mutex::new(tx)
     })
 }
@@ -44,7 +48,7 @@ pub(crate) async fn spawn(mut command: Command) -> io::Result<Child> {
         .lock()
         .map_err(|_| io::Error::other("launcher lock poisoned"))?
         .send((command, handle, reply_tx))
-        .map_err(|_| io::Error::other("the launcher thread is gone"))?;
+        .map_err(|_| io::Error::other("the rpcplugin launcher thread could not be started"))?;
     // The launcher answers right after fork/exec; blocking here is brief but we
     // still keep the async worker free.
     tokio::task::spawn_blocking(move || reply_rx.recv())
