@@ -413,17 +413,9 @@ impl Builder {
                 .to_string_lossy()
                 .into_owned()
         });
-        let (key, value) = match (
-            &self.cookie,
-            &settings.magic_cookie_key,
-            &settings.magic_cookie_value,
-        ) {
-            (Some(c), _, _) => c.clone(),
-            (None, Some(k), Some(v)) => (k.clone(), v.clone()),
-            _ => {
-                return Err(Error::new(ErrorKind::Config, "config.missing_cookie", "no magic cookie configured for this host")
-                    .with_hint("call .handshake(KEY, VALUE) on the client builder with the plugin's cookie (go-plugin's KV example: BASIC_PLUGIN=hello)"));
-            }
+        let Some((key, value)) = settings.magic_cookie(self.cookie.clone()) else {
+            return Err(Error::new(ErrorKind::Config, "config.missing_cookie", "no magic cookie configured for this host")
+                .with_hint("call .handshake(KEY, VALUE) on the client builder with the plugin's cookie (go-plugin's KV example: BASIC_PLUGIN=hello)"));
         };
         if self.versions.is_empty() {
             return Err(Error::new(

@@ -94,6 +94,17 @@ impl Settings {
         figment.extract().map_err(config_error)
     }
 
+    /// The magic cookie as `(key, value)`: the one set in code if any, else
+    /// `PLUGIN_MAGIC_COOKIE_KEY` and `PLUGIN_MAGIC_COOKIE_VALUE` when both are set.
+    pub fn magic_cookie(&self, in_code: Option<(String, String)>) -> Option<(String, String)> {
+        in_code.or_else(|| {
+            Some((
+                self.magic_cookie_key.clone()?,
+                self.magic_cookie_value.clone()?,
+            ))
+        })
+    }
+
     /// Defaults < the given variables (a convenience for tests and examples).
     pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
         Self::from_environment(&Environment::from_pairs(vars))
@@ -254,6 +265,23 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("duration"), "{err}");
+    }
+
+    #[test]
+    fn cookie_in_code_wins_over_environment() {
+        let s = Settings::from_vars([
+            ("PLUGIN_MAGIC_COOKIE_KEY", "ENV_KEY"),
+            ("PLUGIN_MAGIC_COOKIE_VALUE", "env"),
+        ])
+        .unwrap();
+        let code = Some(("BASIC_PLUGIN".to_owned(), "hello".to_owned()));
+        assert_eq!(s.magic_cookie(code.clone()), code);
+        assert_eq!(
+            s.magic_cookie(None),
+            Some(("ENV_KEY".to_owned(), "env".to_owned()))
+        );
+        let half = Settings::from_vars([("PLUGIN_MAGIC_COOKIE_KEY", "K")]).unwrap();
+        assert_eq!(half.magic_cookie(None), None);
     }
 
     #[test]

@@ -135,6 +135,36 @@ macro_rules! impl_limited_service {
 impl_limited_service!(rpcplugin_proto::examples::kv::kv_server::KvServer<T>);
 impl_limited_service!(rpcplugin_proto::examples::bench::bench_server::BenchServer<T>);
 
+/// A gRPC service the plugin can serve: what tonic's router accepts, which every
+/// tonic-generated `XxxServer<T>` is.
+pub trait PluginService:
+    tower_service::Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> PluginService for S where
+    S: tower_service::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Why the server stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -216,19 +246,7 @@ impl Builder {
     }
 
     /// Adds a tonic service as it is (tonic's default message limits apply).
-    pub fn add_service<S>(self, service: S) -> Self
-    where
-        S: tower_service::Service<
-                http::Request<Body>,
-                Response = http::Response<Body>,
-                Error = Infallible,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn add_service<S: PluginService>(self, service: S) -> Self {
         self.add_service_with(move |_| service)
     }
 
@@ -237,16 +255,7 @@ impl Builder {
     pub fn add_service_with<S, F>(mut self, make: F) -> Self
     where
         F: FnOnce(Limits) -> S + Send + 'static,
-        S: tower_service::Service<
-                http::Request<Body>,
-                Response = http::Response<Body>,
-                Error = Infallible,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
+        S: PluginService,
     {
         self.service_names.push(S::NAME.to_owned());
         self.services.push(Box::new(move |limits, routes| {
@@ -346,24 +355,16 @@ impl Builder {
     fn prepare(self) -> Result<Prepared> {
         let env = self.environment.unwrap_or_else(Environment::capture);
         let settings = Settings::from_environment(&env)?;
-        let (key, value) = match (
-            self.cookie,
-            &settings.magic_cookie_key,
-            &settings.magic_cookie_value,
-        ) {
-            (Some(cookie), _, _) => cookie,
-            (None, Some(k), Some(v)) => (k.clone(), v.clone()),
-            (None, _, _) => {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    "config.missing_cookie",
-                    "no magic cookie configured for this plugin",
-                )
-                .with_hint(
-                    "call .handshake(KEY, VALUE) on the plugin server builder (or set \
-                     PLUGIN_MAGIC_COOKIE_KEY and PLUGIN_MAGIC_COOKIE_VALUE); the host must use the same",
-                ));
-            }
+        let Some((key, value)) = settings.magic_cookie(self.cookie) else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "config.missing_cookie",
+                "no magic cookie configured for this plugin",
+            )
+            .with_hint(
+                "call .handshake(KEY, VALUE) on the plugin server builder (or set \
+                 PLUGIN_MAGIC_COOKIE_KEY and PLUGIN_MAGIC_COOKIE_VALUE); the host must use the same",
+            ));
         };
         let cookie = MagicCookie::new(key, value)?;
         let received = ReceivedEnv::from_lookup(&cookie, env.lookup())?;
