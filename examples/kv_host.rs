@@ -49,22 +49,27 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.automtls {
-        bail!("--automtls: this rpcplugin build has no TLS support yet (plaintext only)");
-    }
+    // The interop contract wants plaintext unless asked, so peers without TLS can be
+    // tested; the library's own default is AutoMTLS on.
     let plugin = rpcplugin::plugin_client(&args.command[0])
         .args(&args.command[1..])
         .handshake(&args.cookie.0, &args.cookie.1)
         .protocol_versions([1])
+        .auto_mtls(args.automtls)
         .start()
         .await?;
     let pid = plugin.pid();
     eprintln!(
-        "kv_host: plugin {} (pid {pid}) serves version {} at {} ({})",
+        "kv_host: plugin {} (pid {pid}) serves version {} at {} ({}, {})",
         plugin.name(),
         plugin.protocol_version(),
         plugin.endpoint(),
-        plugin.endpoint().network()
+        plugin.endpoint().network(),
+        if plugin.is_tls() {
+            "mutual TLS"
+        } else {
+            "plaintext"
+        }
     );
     let mut kv = KvClient::new(plugin.channel());
     kv.put(PutRequest {

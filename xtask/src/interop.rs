@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 enum Expect {
     /// Exit 0 and exactly `world` on stdout.
     World,
+    /// As `World`, and this text in stderr (the host saying it used TLS).
+    WorldWith(&'static str),
     /// A non-zero exit, and this text somewhere in stderr.
     Failure(&'static str),
 }
@@ -80,6 +82,40 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             env: vec![],
             expect: Expect::World,
         });
+        // AutoMTLS both ways: the Go host's P-521/SHA-512 CA:TRUE certificate must be
+        // pinned and verified by rpcplugin, and rpcplugin's P-256 one by Go.
+        for (name, env) in [
+            (
+                "go-plugin host --automtls -> rpcplugin kv_plugin (unix)",
+                vec![],
+            ),
+            (
+                "go-plugin host --automtls -> rpcplugin kv_plugin (tcp)",
+                vec![("PLUGIN_SERVER_TRANSPORTS", "tcp")],
+            ),
+        ] {
+            cases.push(Case {
+                name,
+                program: go.join("kv-host"),
+                args: vec![
+                    "--automtls".into(),
+                    "--strict-shutdown".into(),
+                    "--".into(),
+                    s(&kv_plugin),
+                ],
+                env,
+                // The Go host fails every call rather than downgrade, so success
+                // means TLS; this line says it was asked for.
+                expect: Expect::WorldWith("automtls=true"),
+            });
+        }
+        cases.push(Case {
+            name: "rpcplugin kv_host --automtls -> go-plugin kv-plugin (P-521 server cert)",
+            program: kv_host.clone(),
+            args: vec!["--automtls".into(), "--".into(), s(&go_plugin)],
+            env: vec![],
+            expect: Expect::WorldWith("mutual TLS"),
+        });
     }
     if want("python") {
         let venv = out.join("venv");
@@ -100,10 +136,34 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         });
         cases.push(Case {
             name: "rpcplugin kv_host -> pyvider kv_plugin.py",
-            program: kv_host,
+            program: kv_host.clone(),
             args: vec!["--".into(), s(&python), s(&py_dir.join("kv_plugin.py"))],
             env: vec![],
             expect: Expect::World,
+        });
+        cases.push(Case {
+            name: "pyvider host --mtls (P-384) -> rpcplugin kv_plugin",
+            program: python.clone(),
+            args: vec![
+                s(&py_dir.join("kv_host.py")),
+                "--mtls".into(),
+                "--".into(),
+                s(&kv_plugin),
+            ],
+            env: vec![],
+            expect: Expect::WorldWith("tls=yes"),
+        });
+        cases.push(Case {
+            name: "rpcplugin kv_host --automtls -> pyvider kv_plugin.py (P-384 server cert)",
+            program: kv_host,
+            args: vec![
+                "--automtls".into(),
+                "--".into(),
+                s(&python),
+                s(&py_dir.join("kv_plugin.py")),
+            ],
+            env: vec![],
+            expect: Expect::WorldWith("mutual TLS"),
         });
     }
 
@@ -171,6 +231,15 @@ fn run_case(case: &Case) -> Result<()> {
     match case.expect {
         Expect::World if status.success() && stdout == "world\n" => Ok(()),
         Expect::World => bail!("{status}, stdout {stdout:?}\n      {}", tail()),
+        Expect::WorldWith(needle)
+            if status.success() && stdout == "world\n" && stderr.contains(needle) =>
+        {
+            Ok(())
+        }
+        Expect::WorldWith(needle) => bail!(
+            "expected world and {needle:?} in stderr, got {status}, stdout {stdout:?}\n      {}",
+            tail()
+        ),
         Expect::Failure(needle) if !status.success() && stderr.contains(needle) => Ok(()),
         Expect::Failure(needle) => {
             bail!(

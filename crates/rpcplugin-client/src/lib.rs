@@ -37,9 +37,11 @@
 
 mod launch;
 mod output;
+mod tls;
 
 pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
 pub use rpcplugin_handshake::HandshakeLine;
 pub use tonic::transport::Channel;
 
@@ -74,6 +76,7 @@ pub struct PluginClient {
     grace: Duration,
     stderr_task: Option<JoinHandle<()>>,
     stdout_task: Option<JoinHandle<()>>,
+    tls: bool,
 }
 
 /// How a plugin ended when it was stopped.
@@ -134,6 +137,11 @@ impl PluginClient {
     /// Where the plugin serves.
     pub fn endpoint(&self) -> &Endpoint {
         &self.handshake.endpoint
+    }
+
+    /// Whether the connection runs mutual TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The last lines the plugin wrote on stderr.
@@ -309,6 +317,8 @@ pub struct Builder {
     handshake_timeout: Option<Duration>,
     shutdown_grace: Option<Duration>,
     environment: Option<Environment>,
+    tls: tls::TlsOptions,
+    checksum: Option<Sha256>,
 }
 
 impl Builder {
@@ -325,6 +335,8 @@ impl Builder {
             handshake_timeout: None,
             shutdown_grace: None,
             environment: None,
+            tls: tls::TlsOptions::default(),
+            checksum: None,
         }
     }
 
@@ -393,6 +405,54 @@ impl Builder {
         self
     }
 
+    /// AutoMTLS (default: `PLUGIN_AUTO_MTLS`, else on): the host makes a throw-away
+    /// certificate, passes it to the plugin in `PLUGIN_CLIENT_CERT`, and accepts only
+    /// the certificate the plugin announces in its handshake. With it on, a plugin
+    /// that answers in plaintext is refused (`security.plaintext_handshake`), never
+    /// used. `false` is plaintext, for plugins that cannot serve TLS: anyone who
+    /// can reach the plugin's socket can then call it.
+    pub fn auto_mtls(mut self, enabled: bool) -> Self {
+        self.tls.auto_mtls = Some(enabled);
+        self
+    }
+
+    /// The key type of the host's AutoMTLS certificate (default ECDSA P-256;
+    /// go-plugin hosts use P-521).
+    pub fn auto_mtls_key(mut self, algorithm: KeyAlgorithm) -> Self {
+        self.tls.key_algorithm = algorithm;
+        self
+    }
+
+    /// Presents this certificate instead of a generated one (default:
+    /// `PLUGIN_CLIENT_CERT` with `PLUGIN_CLIENT_KEY` in the host's environment). Its
+    /// certificate is still sent to the plugin in `PLUGIN_CLIENT_CERT`; the key never is.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.tls.identity = Some(identity);
+        self
+    }
+
+    /// Accepts a plugin certificate issued by one of these CAs and naming `localhost`
+    /// (its IP address over non-loopback TCP), instead of pinning the certificate the
+    /// plugin announces (default: `PLUGIN_SERVER_ROOT_CERTS`). For plugins that serve
+    /// with CA-issued certificates, which may announce none.
+    pub fn server_ca_roots(
+        mut self,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        self.tls.server_roots = Some(roots.into_iter().collect());
+        self
+    }
+
+    /// Refuses to launch the plugin unless its executable's SHA-256 is `expected`
+    /// (go-plugin's `SecureConfig`). The file is hashed just before it is started;
+    /// the path that was hashed is the path that runs (a relative or bare name is
+    /// resolved first), though a writer who can replace the file between the two
+    /// could still swap it: keep plugin directories writable only by their owner.
+    pub fn checksum(mut self, expected: Sha256) -> Self {
+        self.checksum = Some(expected);
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -428,17 +488,28 @@ impl Builder {
         let timeout = self.handshake_timeout.unwrap_or(settings.handshake_timeout);
         let grace = self.shutdown_grace.unwrap_or(settings.shutdown_grace);
 
+        let host_tls = self.tls.resolve(&settings)?;
+        let program = match &self.checksum {
+            Some(expected) => verify_checksum(&self.program, &env, expected)?,
+            None => self.program.clone(),
+        };
+
         let socket_dir = SocketDir::create(None, None)?;
         let mut plugin_env = PluginEnv::new(MagicCookie::new(key, value)?);
         plugin_env.protocol_versions = self.versions.clone();
         plugin_env.unix_socket_dir = Some(socket_dir.path().to_owned());
+        plugin_env.client_cert_pem = host_tls.client_cert_pem();
 
-        let mut command = Command::new(&self.program);
+        let mut command = Command::new(&program);
         command.args(&self.args);
         if self.env_clear {
             command.env_clear();
         }
         command.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        // Never hand the host's private key down, and never let a certificate this
+        // host inherited (from its own host) stand in for the one it sends.
+        command.env_remove("PLUGIN_CLIENT_KEY");
+        command.env_remove("PLUGIN_CLIENT_CERT");
         command.envs(plugin_env.to_vars());
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
@@ -476,6 +547,7 @@ impl Builder {
             grace,
             stderr_task,
             stdout_task: None,
+            tls: false,
         };
         // From here every failure drops `client`, which kills the process group and
         // removes the socket directory.
@@ -487,8 +559,17 @@ impl Builder {
         )));
         client.handshake =
             client.check_handshake(&line, &self.versions, &settings.client_transports)?;
-        client.channel = client.connect().await?;
-        client.check_health().await?;
+        let dial = host_tls
+            .dial(
+                &client.name,
+                client.handshake.server_cert.as_deref(),
+                &client.handshake.endpoint,
+            )
+            .map_err(|err| client.with_line_context(err, &line))?;
+        client.tls = dial.is_some();
+        let pinned = dial.as_ref().is_some_and(|d| d.pinned);
+        client.channel = client.connect(dial).await?;
+        client.check_health(pinned).await?;
         Ok(client)
     }
 }
@@ -625,25 +706,44 @@ impl PluginClient {
                 "PLUGIN_CLIENT_TRANSPORTS allows {networks:?}; add {network} there, or set PLUGIN_SERVER_TRANSPORTS for the plugin"
             )));
         }
-        if parsed.server_cert.is_some() {
-            return Err(Error::new(
-                ErrorKind::Security,
-                "security.unexpected_certificate",
-                format!("plugin {} serves TLS but this host did not ask for it", self.name),
-            )
-            .with_hint("the plugin is configured with its own certificate (PLUGIN_SERVER_CERT?); TLS on the host side comes with AutoMTLS support"));
-        }
         Ok(parsed)
     }
 
-    async fn connect(&self) -> Result<Channel> {
+    /// Adds the handshake line to a security refusal's hint, for the user to see
+    /// what the plugin announced.
+    fn with_line_context(&self, err: Error, line: &str) -> Error {
+        let hint = format!(
+            "{}; the plugin's handshake line was {:?}",
+            err.hint().unwrap_or_default(),
+            truncate(line.trim(), 120)
+        );
+        err.with_hint(hint)
+    }
+
+    async fn connect(&self, dial: Option<tls::Dial>) -> Result<Channel> {
         let endpoint = self.handshake.endpoint.clone();
+        let pinned = dial.as_ref().is_some_and(|d| d.pinned);
+        let dial = dial.map(Arc::new);
         let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
             let endpoint = endpoint.clone();
+            let dial = dial.clone();
             async move {
-                rpcplugin_transport::connect(&endpoint)
-                    .await
-                    .map(TokioIo::new)
+                let stream = rpcplugin_transport::connect(&endpoint).await?;
+                let stream = match dial {
+                    None => stream,
+                    Some(dial) => stream
+                        .connect_tls(
+                            dial.config.clone(),
+                            dial.server_name.clone(),
+                            rpcplugin_transport::DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                        )
+                        .await
+                        .map_err(|err| {
+                            Error::new(ErrorKind::Security, "security.tls", "tls handshake failed")
+                                .with_source(err)
+                        })?,
+                };
+                Ok::<_, Error>(TokioIo::new(stream))
             }
         });
         // The authority must be a host name: h2 rejects a socket path there.
@@ -652,6 +752,11 @@ impl PluginClient {
             .connect_with_connector(connector)
             .await
             .map_err(|err| {
+                if let Some(security) =
+                    tls::failure_error(&self.name, &self.handshake.endpoint, pinned, &err)
+                {
+                    return security.with_source(err);
+                }
                 Error::new(
                     ErrorKind::Transport,
                     "transport.connect",
@@ -662,7 +767,7 @@ impl PluginClient {
             })
     }
 
-    async fn check_health(&self) -> Result<()> {
+    async fn check_health(&self, pinned: bool) -> Result<()> {
         let mut health = HealthClient::new(self.channel.clone());
         let request = HealthCheckRequest {
             service: "plugin".to_owned(),
@@ -681,13 +786,15 @@ impl PluginClient {
             .with_hint("the plugin is shutting down or not ready; check its log")),
             // Health is optional in the protocol: a plugin without it is still usable.
             Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Ok(()),
-            Ok(Err(status)) => Err(Error::new(
-                ErrorKind::Protocol,
-                "protocol.health",
-                format!("plugin {} failed its health check", self.name),
-            )
-            .with_source(status)
-            .with_hint("the plugin accepted the connection but cannot answer gRPC calls")),
+            // TLS 1.3 servers judge the client's certificate after the client's side
+            // of the handshake: a refusal arrives with the first call.
+            Ok(Err(status)) if self.tls => {
+                match tls::failure_error(&self.name, &self.handshake.endpoint, pinned, &status) {
+                    Some(security) => Err(security.with_source(status)),
+                    None => Err(health_error(&self.name, status)),
+                }
+            }
+            Ok(Err(status)) => Err(health_error(&self.name, status)),
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 "protocol.health_timeout",
@@ -699,6 +806,59 @@ impl PluginClient {
             .with_hint("the plugin is stuck or overloaded")),
         }
     }
+}
+
+fn health_error(name: &str, status: tonic::Status) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        "protocol.health",
+        format!("plugin {name} failed its health check"),
+    )
+    .with_source(status)
+    .with_hint("the plugin accepted the connection but cannot answer gRPC calls")
+}
+
+/// Hashes the executable that is about to run and returns the path to run, so the
+/// file checked is the file started.
+fn verify_checksum(program: &OsStr, env: &Environment, expected: &Sha256) -> Result<OsString> {
+    let path = resolve_program(program, env).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Process,
+            "process.spawn",
+            format!("cannot find plugin {}", program.to_string_lossy()),
+        )
+        .with_hint("give a path to the plugin executable, or put its directory on PATH")
+    })?;
+    let actual = Sha256::of_file(&path)?;
+    if actual != *expected {
+        return Err(Error::new(
+            ErrorKind::Security,
+            "security.checksum_mismatch",
+            format!(
+                "plugin {} has SHA-256 {actual}, expected {expected}",
+                path.display()
+            ),
+        )
+        .with_hint(
+            "the executable is not the one the checksum was taken of: if you rebuilt or              upgraded it, record the new checksum (sha256sum PLUGIN); if not, find out who              changed it before running it",
+        ));
+    }
+    Ok(path.into_os_string())
+}
+
+/// A program with a slash is a path (relative to the host's working directory);
+/// a bare name is looked up on the host's PATH, as the spawn would.
+fn resolve_program(program: &OsStr, env: &Environment) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(program);
+    if program.as_bytes().contains(&b'/') {
+        return std::path::absolute(path).ok();
+    }
+    let search = env.get("PATH")?;
+    std::env::split_paths(search)
+        .map(|dir| dir.join(path))
+        .find(|candidate| candidate.is_file())
+        .and_then(|found| std::path::absolute(found).ok())
 }
 
 fn describe_status(status: ExitStatus) -> String {

@@ -63,6 +63,34 @@ pub struct Settings {
     /// (Terraform) decides itself how its plugins stop, as go-plugin does.
     #[serde(deserialize_with = "de::boolean")]
     pub ignore_sigint: bool,
+    /// AutoMTLS (`PLUGIN_AUTO_MTLS`, default true). Host side: make a throw-away
+    /// certificate, send it in `PLUGIN_CLIENT_CERT` and require TLS with the
+    /// certificate the plugin announces. Plugin side: serve mutual TLS when the host
+    /// sends `PLUGIN_CLIENT_CERT`; false serves plaintext (an rpcplugin host then
+    /// refuses to connect rather than downgrade).
+    #[serde(deserialize_with = "de::boolean")]
+    pub auto_mtls: bool,
+    /// Plugin side: its own certificate (chain) instead of a generated one
+    /// (`PLUGIN_SERVER_CERT`: a path, a `file://` URI or inline PEM). Needs
+    /// `server_key`, and a way to check hosts: `client_root_certs`, or AutoMTLS.
+    pub server_cert: Option<String>,
+    /// Plugin side: the private key of `server_cert` (`PLUGIN_SERVER_KEY`).
+    pub server_key: Option<String>,
+    /// Plugin side: the CA certificates a host's certificate must chain to
+    /// (`PLUGIN_CLIENT_ROOT_CERTS`). Without it a plugin with TLS trusts exactly the
+    /// certificate its host sent in `PLUGIN_CLIENT_CERT`.
+    pub client_root_certs: Option<String>,
+    /// Host side: its own certificate instead of a generated one
+    /// (`PLUGIN_CLIENT_CERT` in the host's environment, used only together with
+    /// `PLUGIN_CLIENT_KEY`: a plugin's `PLUGIN_CLIENT_CERT` is its host's certificate).
+    pub client_cert: Option<String>,
+    /// Host side: the private key of `client_cert` (`PLUGIN_CLIENT_KEY`; never passed
+    /// on to plugins).
+    pub client_key: Option<String>,
+    /// Host side: the CA certificates a plugin's certificate must chain to
+    /// (`PLUGIN_SERVER_ROOT_CERTS`). Without it the host trusts exactly the
+    /// certificate the plugin announced in its handshake line.
+    pub server_root_certs: Option<String>,
 }
 
 impl Default for Settings {
@@ -77,6 +105,13 @@ impl Default for Settings {
             grpc_max_receive_message_size: None,
             grpc_max_send_message_size: None,
             ignore_sigint: true,
+            auto_mtls: true,
+            server_cert: None,
+            server_key: None,
+            client_root_certs: None,
+            client_cert: None,
+            client_key: None,
+            server_root_certs: None,
         }
     }
 }
@@ -238,7 +273,9 @@ mod tests {
             ("PLUGIN_IGNORE_SIGINT", "false"),
             // host-to-plugin contract variables are not settings and are ignored here
             ("PLUGIN_MIN_PORT", "10000"),
-            ("PLUGIN_CLIENT_CERT", "-----BEGIN CERTIFICATE-----\n..."),
+            ("PLUGIN_AUTO_MTLS", "false"),
+            ("PLUGIN_SERVER_CERT", "file:///etc/plugin/cert.pem"),
+            ("PLUGIN_CLIENT_KEY", "/etc/host/key.pem"),
         ])
         .unwrap();
         assert_eq!(s.server_transports, Some(vec![Network::Tcp]));
@@ -247,6 +284,20 @@ mod tests {
         assert_eq!(s.magic_cookie_value.as_deref(), Some("123"));
         assert_eq!(s.grpc_max_receive_message_size, Some(8 << 20));
         assert!(!s.ignore_sigint);
+        assert!(!s.auto_mtls);
+        assert_eq!(
+            s.server_cert.as_deref(),
+            Some("file:///etc/plugin/cert.pem")
+        );
+        assert_eq!(s.client_key.as_deref(), Some("/etc/host/key.pem"));
+        assert_eq!(s.client_cert, None);
+    }
+
+    #[test]
+    fn automtls_is_on_by_default_and_a_bad_boolean_is_named() {
+        assert!(Settings::default().auto_mtls);
+        let err = Settings::from_vars([("PLUGIN_AUTO_MTLS", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("PLUGIN_AUTO_MTLS"), "{err}");
     }
 
     #[test]

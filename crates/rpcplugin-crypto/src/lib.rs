@@ -8,7 +8,8 @@
 //!   AutoMTLS pair, [`CertificateAuthority`] issues CA-signed leaves, and
 //!   [`Identity::load`], [`load_certificates`] and [`load_private_key`] read a path, a
 //!   `file://` URI, or inline PEM (the forms accepted in `PLUGIN_*` variables).
-//! - [`CertificateInfo`] and [`verify_chain`] inspect certificates.
+//! - [`CertificateInfo`] and [`verify_chain`] inspect certificates; [`Sha256`] checks
+//!   plugin executables before they run (go-plugin's `SecureConfig`).
 //! - [`server_config_pinned`] / [`client_config_pinned`] build rustls configs that
 //!   trust one exact peer certificate (see [`PinnedClientCertVerifier`] for why webpki
 //!   is not used there); [`server_config_ca`] / [`client_config_ca`] verify against
@@ -42,6 +43,7 @@
 //! This crate has no feature flags.
 
 mod config;
+mod digest;
 mod generate;
 mod identity;
 mod inspect;
@@ -52,6 +54,7 @@ pub(crate) use config::provider;
 pub use config::{
     ALPN_H2, client_config_ca, client_config_pinned, server_config_ca, server_config_pinned,
 };
+pub use digest::Sha256;
 pub use generate::{
     CLOCK_SKEW_ALLOWANCE, CertOptions, CertificateAuthority, DEFAULT_CA_VALIDITY, DEFAULT_VALIDITY,
     KeyAlgorithm, Role,

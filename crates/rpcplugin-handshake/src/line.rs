@@ -361,8 +361,10 @@ fn parse_cert(field: &str) -> Result<Option<Vec<u8>>> {
         return Ok(None);
     }
     CERT_READER.decode(field).map(Some).map_err(|e| {
+        // A security failure, not a mere parse error: a host that asked for TLS must
+        // refuse to go on rather than fall back to plaintext.
         Error::new(
-            ErrorKind::Handshake,
+            ErrorKind::Security,
             "handshake.bad_server_cert",
             format!(
                 "server certificate in handshake line is not base64: {}",
@@ -611,6 +613,7 @@ mod tests {
         let junk = "!".repeat(60);
         let err = HandshakeLine::parse(&format!("1|1|unix|/p|grpc|{junk}")).unwrap_err();
         assert_eq!(err.code(), "handshake.bad_server_cert");
+        assert_eq!(err.kind(), ErrorKind::Security);
         assert!(err.hint().is_some());
         // URL-safe alphabet is not the standard one.
         let url_safe = "-_".repeat(30);

@@ -56,9 +56,11 @@
 mod controller;
 mod health;
 mod incoming;
+mod tls;
 
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Error, ErrorKind, Result};
+pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
 
 use rpcplugin_core::Network;
 use rpcplugin_handshake::{HandshakeLine, MagicCookie, Negotiated, ReceivedEnv};
@@ -194,6 +196,7 @@ pub struct Builder {
     max_send: Option<usize>,
     drain_timeout: Option<Duration>,
     environment: Option<Environment>,
+    tls: tls::TlsOptions,
 }
 
 impl Default for Builder {
@@ -209,6 +212,7 @@ impl Default for Builder {
             max_send: None,
             drain_timeout: None,
             environment: None,
+            tls: tls::TlsOptions::default(),
         }
     }
 }
@@ -220,6 +224,8 @@ impl fmt::Debug for Builder {
             .field("versions", &self.versions)
             .field("services", &self.service_names)
             .field("transports", &self.transports)
+            .field("auto_mtls", &self.tls.auto_mtls)
+            .field("identity", &self.tls.identity)
             .finish_non_exhaustive()
     }
 }
@@ -296,6 +302,42 @@ impl Builder {
         self
     }
 
+    /// Whether to serve mutual TLS when the host asks for it by sending its
+    /// certificate in `PLUGIN_CLIENT_CERT` (default: `PLUGIN_AUTO_MTLS`, else true).
+    /// Turned off, the plugin serves plaintext to such a host, which an rpcplugin or
+    /// go-plugin host then refuses: leave it on unless you test exactly that.
+    pub fn auto_mtls(mut self, enabled: bool) -> Self {
+        self.tls.auto_mtls = Some(enabled);
+        self
+    }
+
+    /// The key type of the certificate generated for AutoMTLS (default ECDSA
+    /// P-256, which every peer's TLS stack accepts; go-plugin's own is P-521).
+    pub fn auto_mtls_key(mut self, algorithm: KeyAlgorithm) -> Self {
+        self.tls.key_algorithm = algorithm;
+        self
+    }
+
+    /// Serves TLS with this certificate and key instead of a generated pair
+    /// (default: `PLUGIN_SERVER_CERT` and `PLUGIN_SERVER_KEY`). Hosts are then
+    /// verified against [`Builder::client_ca_roots`], or, without roots, must
+    /// present exactly the certificate they sent in `PLUGIN_CLIENT_CERT`.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.tls.identity = Some(identity);
+        self
+    }
+
+    /// Requires hosts to present a certificate issued by one of these CAs (default:
+    /// `PLUGIN_CLIENT_ROOT_CERTS`). Turns TLS on even without a host certificate in
+    /// `PLUGIN_CLIENT_CERT`.
+    pub fn client_ca_roots(
+        mut self,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        self.tls.client_roots = Some(roots.into_iter().collect());
+        self
+    }
+
     /// Uses this environment instead of the process's (for embedding and tests).
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -368,15 +410,9 @@ impl Builder {
         };
         let cookie = MagicCookie::new(key, value)?;
         let received = ReceivedEnv::from_lookup(&cookie, env.lookup())?;
-        if received.client_cert_pem.is_some() {
-            // Serving plaintext to a host that asked for TLS would be a silent downgrade.
-            return Err(Error::new(
-                ErrorKind::Security,
-                "security.automtls_unsupported",
-                "the host asked for AutoMTLS (PLUGIN_CLIENT_CERT is set) but this plugin build does not serve TLS yet",
-            )
-            .with_hint("turn AutoMTLS off in the host for this plugin, or use an rpcplugin release with TLS support"));
-        }
+        let tls = self
+            .tls
+            .resolve(&settings, received.client_cert_pem.as_deref())?;
         if self.versions.is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -434,6 +470,7 @@ impl Builder {
         };
         Ok(Prepared {
             app_version: negotiated.version(),
+            tls,
             multiplex: received.multiplex_grpc,
             transport,
             limits,
@@ -448,6 +485,7 @@ impl Builder {
 
 struct Prepared {
     app_version: u32,
+    tls: Option<tls::ServerTls>,
     multiplex: bool,
     transport: Box<dyn Transport>,
     limits: Limits,
@@ -483,15 +521,25 @@ impl Prepared {
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming::Incoming::new(listener.clone()), async {
-                let _ = shutdown_rx.await;
-            });
+            .serve_with_incoming_shutdown(
+                incoming::Incoming::new(
+                    listener.clone(),
+                    self.tls.as_ref().map(|t| t.config.clone()),
+                ),
+                async {
+                    let _ = shutdown_rx.await;
+                },
+            );
         // Boxed, not stack-pinned, so that dropping it below really ends it.
         let mut server = Box::pin(server);
 
         // The socket is listening, so the host's connect succeeds from now on; poll
         // the server once so it is accepting before the host reads the line.
-        let line = HandshakeLine::new(self.app_version, endpoint).with_multiplex(self.multiplex);
+        let mut line =
+            HandshakeLine::new(self.app_version, endpoint).with_multiplex(self.multiplex);
+        if let Some(tls) = &self.tls {
+            line = line.with_server_cert(tls.announced.to_vec());
+        }
         tokio::select! {
             biased;
             result = &mut server => return server_result(result).map(|_| StopReason::Requested),

@@ -17,8 +17,10 @@
 //! [`std::env::temp_dir`]): the caller passes configuration in, and errors name the
 //! variables a user would change.
 //!
-//! Streams are plain bytes; TLS and HTTP/2 are layered on top by the server and
-//! client crates.
+//! Streams are bytes: [`Stream::accept_tls`] and [`Stream::connect_tls`] run TLS over
+//! any of them with rustls configurations the caller builds (rpcplugin-crypto makes
+//! them), and [`TlsFailure`] says which side refused what. HTTP/2 is layered on top
+//! by the server and client crates.
 //!
 //! # Example
 //!
@@ -55,6 +57,7 @@ mod listener;
 mod socket_dir;
 mod stream;
 mod tcp;
+mod tls;
 mod unix;
 
 use std::fmt;
@@ -63,9 +66,12 @@ use std::pin::Pin;
 
 pub use listener::Listener;
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
+/// The rustls crate this transport runs TLS with (same version as its configs).
+pub use rustls;
 pub use socket_dir::SocketDir;
 pub use stream::{Stream, connect};
 pub use tcp::TcpTransport;
+pub use tls::{DEFAULT_TLS_HANDSHAKE_TIMEOUT, TlsFailure};
 pub use unix::{MAX_UNIX_PATH, UnixTransport};
 
 /// Binds listeners for one network.

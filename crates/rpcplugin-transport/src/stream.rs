@@ -19,6 +19,9 @@ pub enum Stream {
     Unix(UnixStream),
     /// A TCP connection, with `TCP_NODELAY` set.
     Tcp(TcpStream),
+    /// TLS over one of the others (see [`Stream::accept_tls`] and
+    /// [`Stream::connect_tls`]). Boxed: the TLS state is large.
+    Tls(Box<tokio_rustls::TlsStream<Stream>>),
 }
 
 impl Stream {
@@ -27,6 +30,7 @@ impl Stream {
         match self {
             Self::Unix(_) => Network::Unix,
             Self::Tcp(_) => Network::Tcp,
+            Self::Tls(s) => s.get_ref().0.network(),
         }
     }
 }
@@ -40,6 +44,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -53,6 +58,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -66,6 +72,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -73,6 +80,7 @@ impl AsyncWrite for Stream {
         match self {
             Self::Unix(s) => s.is_write_vectored(),
             Self::Tcp(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 
@@ -80,6 +88,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -87,6 +96,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

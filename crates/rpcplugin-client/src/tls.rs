@@ -1,0 +1,337 @@
+//! The host's side of mutual TLS: which certificate it presents, how it checks the
+//! plugin's, and what it says when either side refuses.
+//!
+//! The rule that matters most: a host that asked for TLS never falls back to
+//! plaintext. A plugin that answers without a certificate, with one that does not
+//! parse, or that presents another certificate than it announced, is refused with a
+//! [`Security`](ErrorKind::Security) error.
+
+use std::sync::Arc;
+
+use rpcplugin_config::Settings;
+use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_crypto::{
+    CertificateDer, CertificateInfo, Identity, KeyAlgorithm, Role, client_config_ca,
+    client_config_pinned, load_certificates,
+};
+use rpcplugin_transport::TlsFailure;
+use rpcplugin_transport::rustls::ClientConfig;
+use rpcplugin_transport::rustls::pki_types::ServerName;
+
+/// What the builder was given in code; each falls back to the settings.
+#[derive(Debug, Default)]
+pub(crate) struct TlsOptions {
+    pub(crate) auto_mtls: Option<bool>,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) server_roots: Option<Vec<CertificateDer<'static>>>,
+    pub(crate) key_algorithm: KeyAlgorithm,
+}
+
+/// The host's TLS for one launch.
+#[derive(Debug)]
+pub(crate) enum HostTls {
+    /// Plaintext, chosen explicitly (AutoMTLS off, no certificate configured).
+    Plain,
+    /// Mutual TLS: this identity is presented; the plugin's certificate is checked
+    /// against `roots` when given, else pinned to the one it announces.
+    Mutual {
+        identity: Identity,
+        roots: Option<Vec<CertificateDer<'static>>>,
+    },
+}
+
+/// A ready client config and the name to ask for.
+pub(crate) struct Dial {
+    pub(crate) config: Arc<ClientConfig>,
+    pub(crate) server_name: ServerName<'static>,
+    pub(crate) pinned: bool,
+}
+
+impl TlsOptions {
+    pub(crate) fn resolve(self, settings: &Settings) -> Result<HostTls> {
+        let identity = match self.identity {
+            Some(identity) => Some(identity),
+            None => configured_identity(settings)?,
+        };
+        let roots = match self.server_roots {
+            Some(roots) => Some(roots),
+            None => settings
+                .server_root_certs
+                .as_deref()
+                .map(|value| load_certificates(value, "PLUGIN_SERVER_ROOT_CERTS"))
+                .transpose()?,
+        };
+        let auto_mtls = self.auto_mtls.unwrap_or(settings.auto_mtls);
+        let identity = match identity {
+            Some(identity) => identity,
+            None if auto_mtls => Identity::self_signed(self.key_algorithm, Role::Client)?,
+            None if roots.is_some() => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "config.incomplete_identity",
+                    "PLUGIN_SERVER_ROOT_CERTS is set but this host has no certificate to present",
+                )
+                .with_hint(
+                    "set PLUGIN_CLIENT_CERT and PLUGIN_CLIENT_KEY for the host, or leave AutoMTLS on",
+                ));
+            }
+            None => return Ok(HostTls::Plain),
+        };
+        Ok(HostTls::Mutual { identity, roots })
+    }
+}
+
+/// The host's own configured certificate. `PLUGIN_CLIENT_CERT` alone is not one: a
+/// host that is itself a plugin finds its own host's certificate there.
+fn configured_identity(settings: &Settings) -> Result<Option<Identity>> {
+    match (&settings.client_cert, &settings.client_key) {
+        (Some(cert), Some(key)) => Ok(Some(Identity::load(
+            cert,
+            key,
+            "PLUGIN_CLIENT_CERT",
+            "PLUGIN_CLIENT_KEY",
+        )?)),
+        (None, Some(_)) => Err(Error::new(
+            ErrorKind::Config,
+            "config.incomplete_identity",
+            "PLUGIN_CLIENT_KEY is set without PLUGIN_CLIENT_CERT",
+        )
+        .with_hint("set both (the host's certificate and its key), or neither to generate one")),
+        (Some(_), None) => {
+            tracing::debug!(
+                "PLUGIN_CLIENT_CERT without PLUGIN_CLIENT_KEY is not a host identity (it is what \
+                 a plugin receives from its own host); generating one"
+            );
+            Ok(None)
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl HostTls {
+    /// The PEM sent to the plugin in `PLUGIN_CLIENT_CERT`.
+    pub(crate) fn client_cert_pem(&self) -> Option<String> {
+        match self {
+            Self::Plain => None,
+            Self::Mutual { identity, .. } => Some(identity.cert_pem()),
+        }
+    }
+
+    /// How to dial the plugin, given the certificate it announced (if any).
+    pub(crate) fn dial(
+        &self,
+        plugin: &str,
+        announced: Option<&[u8]>,
+        endpoint: &Endpoint,
+    ) -> Result<Option<Dial>> {
+        let (identity, roots) = match self {
+            Self::Plain => {
+                return match announced {
+                    None => Ok(None),
+                    Some(_) => Err(Error::new(
+                        ErrorKind::Security,
+                        "security.unexpected_certificate",
+                        format!("plugin {plugin} serves TLS but this host turned AutoMTLS off"),
+                    )
+                    .with_hint(
+                        "leave AutoMTLS on in the host (it is on unless .auto_mtls(false) or \
+                         PLUGIN_AUTO_MTLS=false), or give the host a certificate with \
+                         PLUGIN_CLIENT_CERT and PLUGIN_CLIENT_KEY",
+                    )),
+                };
+            }
+            Self::Mutual { identity, roots } => (identity, roots),
+        };
+        if let Some(der) = announced {
+            CertificateInfo::parse(&CertificateDer::from(der)).map_err(|err| {
+                Error::new(
+                    ErrorKind::Security,
+                    "security.bad_server_cert",
+                    format!("plugin {plugin} announced a server certificate that does not parse"),
+                )
+                .with_source(err)
+                .with_hint(
+                    "the handshake line's 6th field must be the base64 DER of an X.509 \
+                     certificate; report this to the plugin's author",
+                )
+            })?;
+        }
+        match (roots, announced) {
+            (Some(roots), _) => Ok(Some(Dial {
+                config: client_config_ca(identity, roots)?,
+                server_name: ca_server_name(endpoint),
+                pinned: false,
+            })),
+            (None, Some(der)) => Ok(Some(Dial {
+                config: client_config_pinned(identity, CertificateDer::from(der.to_vec()))?,
+                server_name: ServerName::try_from("localhost").expect("a valid DNS name"),
+                pinned: true,
+            })),
+            (None, None) => Err(Error::new(
+                ErrorKind::Security,
+                "security.plaintext_handshake",
+                format!(
+                    "plugin {plugin} announced no certificate: it serves plaintext although this host asked for mutual TLS"
+                ),
+            )
+            .with_hint(
+                "the plugin does not support AutoMTLS or has it turned off (PLUGIN_AUTO_MTLS=false \
+                 in its environment); this host does not fall back to plaintext. If plaintext is \
+                 acceptable here, turn AutoMTLS off for this plugin (.auto_mtls(false) or \
+                 PLUGIN_AUTO_MTLS=false); anyone who can reach its socket can then call it",
+            )),
+        }
+    }
+}
+
+/// The name a CA-issued plugin certificate must carry: `localhost` over a Unix
+/// socket, the IP address over TCP (generated server certificates carry both).
+fn ca_server_name(endpoint: &Endpoint) -> ServerName<'static> {
+    match endpoint {
+        Endpoint::Tcp(addr) if !addr.ip().is_loopback() => ServerName::IpAddress(addr.ip().into()),
+        _ => ServerName::try_from("localhost").expect("a valid DNS name"),
+    }
+}
+
+/// Turns a TLS failure found in `err`'s chain into the error a user should see.
+pub(crate) fn failure_error(
+    plugin: &str,
+    endpoint: &Endpoint,
+    pinned: bool,
+    err: &(dyn std::error::Error + 'static),
+) -> Option<Error> {
+    let failure = TlsFailure::find(err)?;
+    let error = match &failure {
+        TlsFailure::PeerCertificateRefused(_) => Error::new(
+            ErrorKind::Security,
+            "security.server_cert_rejected",
+            format!("plugin {plugin} presented a certificate this host does not trust: {failure}"),
+        )
+        .with_hint(if pinned {
+            "the plugin must serve exactly the certificate it announced in its handshake line; \
+             something else may be answering at its address, or the plugin's TLS setup is broken"
+        } else {
+            "the plugin's certificate must be issued by a CA in PLUGIN_SERVER_ROOT_CERTS, be \
+             within its dates, and name localhost (or its IP address over TCP)"
+        }),
+        TlsFailure::RefusedByPeer(_) | TlsFailure::NoPeerCertificate
+            if failure.is_certificate_problem() =>
+        {
+            Error::new(
+                ErrorKind::Security,
+                "security.client_cert_rejected",
+                format!("plugin {plugin} refused this host's certificate: {failure}"),
+            )
+            .with_hint(
+                "with AutoMTLS the plugin trusts exactly the certificate sent in \
+                 PLUGIN_CLIENT_CERT; a plugin with PLUGIN_CLIENT_ROOT_CERTS needs a host \
+                 certificate from that CA (PLUGIN_CLIENT_CERT and PLUGIN_CLIENT_KEY in the \
+                 host's environment); the plugin's log says why",
+            )
+        }
+        TlsFailure::NotTls | TlsFailure::ClosedDuringHandshake => Error::new(
+            ErrorKind::Security,
+            "security.not_tls",
+            format!("plugin {plugin} does not speak TLS at {endpoint}"),
+        )
+        .with_hint(
+            "it announced a certificate but answers in plaintext, or another program answers \
+             at that address",
+        ),
+        _ => Error::new(
+            ErrorKind::Security,
+            "security.tls",
+            format!("TLS with plugin {plugin} failed: {failure}"),
+        )
+        .with_hint("the plugin's log may say more; both sides need TLS 1.2 or later"),
+    };
+    Some(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        Settings::from_vars(vars.iter().copied()).unwrap()
+    }
+
+    fn unix() -> Endpoint {
+        Endpoint::Unix("/tmp/plugin.sock".into())
+    }
+
+    #[test]
+    fn automtls_is_the_default() {
+        let tls = TlsOptions::default().resolve(&settings(&[])).unwrap();
+        let pem = tls.client_cert_pem().expect("a certificate is sent");
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+    }
+
+    #[test]
+    fn turning_automtls_off_is_plaintext() {
+        let off = settings(&[("PLUGIN_AUTO_MTLS", "false")]);
+        let tls = TlsOptions::default().resolve(&off).unwrap();
+        assert!(tls.client_cert_pem().is_none());
+        assert!(tls.dial("p", None, &unix()).unwrap().is_none());
+        let code = |e: Error| e.code();
+        let cert = Identity::self_signed(KeyAlgorithm::default(), Role::Server).unwrap();
+        assert_eq!(
+            code(tls.dial("p", Some(cert.cert_der()), &unix()).err().unwrap()),
+            "security.unexpected_certificate"
+        );
+    }
+
+    #[test]
+    fn no_silent_downgrade_when_the_plugin_announces_no_certificate() {
+        let tls = TlsOptions::default().resolve(&settings(&[])).unwrap();
+        let err = tls.dial("kv", None, &unix()).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Security);
+        assert_eq!(err.code(), "security.plaintext_handshake");
+        assert!(
+            err.hint()
+                .unwrap()
+                .contains("does not fall back to plaintext")
+        );
+    }
+
+    #[test]
+    fn an_announced_certificate_that_does_not_parse_is_refused() {
+        let tls = TlsOptions::default().resolve(&settings(&[])).unwrap();
+        let err = tls
+            .dial("kv", Some(&[0x30, 0x03, 1, 2, 3]), &unix())
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), "security.bad_server_cert");
+        assert_eq!(err.kind(), ErrorKind::Security);
+    }
+
+    #[test]
+    fn an_announced_certificate_is_pinned() {
+        let tls = TlsOptions::default().resolve(&settings(&[])).unwrap();
+        let cert = Identity::self_signed(KeyAlgorithm::EcdsaP521, Role::Server).unwrap();
+        let dial = tls
+            .dial("kv", Some(cert.cert_der()), &unix())
+            .unwrap()
+            .unwrap();
+        assert!(dial.pinned);
+    }
+
+    #[test]
+    fn a_key_without_a_certificate_is_a_config_error() {
+        let err = TlsOptions::default()
+            .resolve(&settings(&[("PLUGIN_CLIENT_KEY", "/k.pem")]))
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), "config.incomplete_identity");
+    }
+
+    #[test]
+    fn a_certificate_alone_is_the_hosts_own_hosts_and_is_ignored() {
+        let parent = Identity::self_signed(KeyAlgorithm::default(), Role::Client).unwrap();
+        let pem = parent.cert_pem();
+        let tls = TlsOptions::default()
+            .resolve(&settings(&[("PLUGIN_CLIENT_CERT", &pem)]))
+            .unwrap();
+        assert_ne!(tls.client_cert_pem().unwrap(), pem);
+    }
+}
