@@ -54,6 +54,14 @@
 //! ```
 //!
 //! `cargo run --example quick_start` runs both halves in one program.
+//!
+//! # Security
+//!
+//! Hosts use AutoMTLS unless told otherwise: each side makes a throw-away
+//! certificate and trusts exactly the other's, as go-plugin does, and a plugin that
+//! answers in plaintext is refused rather than used. Sockets are private to the user.
+//! `docs/security.md` has the threat model; [`crypto`] issues CA-based certificates
+//! for plugins that need them.
 
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result, render};
 pub use tonic;
@@ -77,8 +85,11 @@ pub use rpcplugin_handshake as handshake;
 /// Settings and the environment snapshot.
 pub use rpcplugin_config as config;
 
-/// Unix-socket and TCP transports.
+/// Unix-socket and TCP transports, and TLS over them.
 pub use rpcplugin_transport as transport;
+
+/// Certificates, keys, checksums and rustls configurations (AutoMTLS and CA-based).
+pub use rpcplugin_crypto as crypto;
 
 /// A plugin server builder: `rpcplugin::plugin_server().handshake(..).add_service(..).run()`.
 pub fn plugin_server() -> server::Builder {

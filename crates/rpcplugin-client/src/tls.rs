@@ -50,7 +50,11 @@ pub(crate) struct Dial {
 impl TlsOptions {
     pub(crate) fn resolve(self, settings: &Settings) -> Result<HostTls> {
         let identity = match self.identity {
-            Some(identity) => Some(identity),
+            Some(identity) => {
+                // Refused here, before any process starts, rather than by the peer.
+                identity.check_dates("the host's certificate (given to .identity())")?;
+                Some(identity)
+            }
             None => configured_identity(settings)?,
         };
         let roots = match self.server_roots {
@@ -214,7 +218,9 @@ pub(crate) fn failure_error(
             "the plugin's certificate must be issued by a CA in PLUGIN_SERVER_ROOT_CERTS, be \
              within its dates, and name localhost (or its IP address over TCP)"
         }),
-        TlsFailure::RefusedByPeer(_) | TlsFailure::NoPeerCertificate
+        TlsFailure::RefusedByPeer(_)
+        | TlsFailure::NoPeerCertificate
+        | TlsFailure::ClosedAfterHandshake
             if failure.is_certificate_problem() =>
         {
             Error::new(

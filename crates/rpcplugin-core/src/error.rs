@@ -134,12 +134,15 @@ pub fn render(err: &(dyn StdError + 'static)) -> String {
     let mut out = format!("error: {err}");
     let mut hints = Vec::new();
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    let mut first = true;
+    let mut previous: Option<String> = None;
     while let Some(e) = current {
-        if !first {
-            out.push_str(&format!("\n  caused by: {e}"));
+        let text = e.to_string();
+        // Wrappers that display their inner error (tonic's connect errors do) would
+        // repeat the same line.
+        if previous.is_some() && previous.as_deref() != Some(text.as_str()) {
+            out.push_str(&format!("\n  caused by: {text}"));
         }
-        first = false;
+        previous = Some(text);
         if let Some(hint) = e.downcast_ref::<Error>().and_then(Error::hint) {
             hints.push(hint.to_owned());
         }
@@ -154,6 +157,27 @@ pub fn render(err: &(dyn StdError + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn render_skips_a_cause_that_repeats_the_line_above() {
+        #[derive(Debug)]
+        struct Echo(Error);
+        impl fmt::Display for Echo {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl StdError for Echo {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let inner = Error::new(ErrorKind::Security, "security.tls", "tls handshake failed");
+        let outer = Error::new(ErrorKind::Transport, "transport.connect", "cannot connect")
+            .with_source(Echo(inner));
+        let text = render(&outer);
+        assert_eq!(text.matches("tls handshake failed").count(), 1, "{text}");
+    }
 
     #[test]
     fn display_is_the_message_only() {

@@ -37,6 +37,15 @@ impl Identity {
         Self { cert, key }
     }
 
+    /// Checks that the certificate is within its validity dates now; `what` names
+    /// it in the error (a variable, or "the host's certificate").
+    ///
+    /// Error codes: `crypto.cert_expired`, `crypto.cert_not_yet_valid`,
+    /// `crypto.bad_certificate`.
+    pub fn check_dates(&self, what: &str) -> rpcplugin_core::Result<()> {
+        crate::load::check_certificate_dates(&self.cert, what)
+    }
+
     /// The certificate, DER.
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert

@@ -98,20 +98,24 @@ pub fn load_certificates(value: &str, variable: &str) -> Result<Vec<CertificateD
             "{variable} must contain a -----BEGIN CERTIFICATE----- block; is it a key?"
         )));
     }
-    let now = SystemTime::now();
     for cert in &certs {
-        let info = CertificateInfo::parse(cert).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                "crypto.bad_certificate",
-                format!("{variable} holds a certificate that cannot be parsed"),
-            )
-            .with_source(e)
-            .with_hint(format!("regenerate the certificate in {variable}"))
-        })?;
-        check_dates(&info, now, variable)?;
+        check_certificate_dates(cert, variable)?;
     }
     Ok(certs)
+}
+
+/// Parses `cert` and checks its dates against now; `variable` names it in errors.
+pub(crate) fn check_certificate_dates(cert: &CertificateDer<'_>, variable: &str) -> Result<()> {
+    let info = CertificateInfo::parse(cert).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            "crypto.bad_certificate",
+            format!("{variable} holds a certificate that cannot be parsed"),
+        )
+        .with_source(e)
+        .with_hint(format!("regenerate the certificate in {variable}"))
+    })?;
+    check_dates(&info, SystemTime::now(), variable)
 }
 
 fn check_dates(info: &CertificateInfo, now: SystemTime, variable: &str) -> Result<()> {

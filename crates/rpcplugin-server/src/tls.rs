@@ -45,7 +45,11 @@ impl TlsOptions {
         host_cert_pem: Option<&str>,
     ) -> Result<Option<ServerTls>> {
         let identity = match self.identity {
-            Some(identity) => Some(identity),
+            Some(identity) => {
+                // Refused here, before any process starts, rather than by the peer.
+                identity.check_dates("the plugin's certificate (given to .identity())")?;
+                Some(identity)
+            }
             None => configured_identity(settings)?,
         };
         let roots = match self.client_roots {

@@ -71,7 +71,7 @@ pub use rustls;
 pub use socket_dir::SocketDir;
 pub use stream::{Stream, connect};
 pub use tcp::TcpTransport;
-pub use tls::{DEFAULT_TLS_HANDSHAKE_TIMEOUT, TlsFailure};
+pub use tls::{DEFAULT_TLS_HANDSHAKE_TIMEOUT, TLS_CONFIRM_WAIT, TlsFailure, TlsStream};
 pub use unix::{MAX_UNIX_PATH, UnixTransport};
 
 /// Binds listeners for one network.

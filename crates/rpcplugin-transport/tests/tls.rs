@@ -31,7 +31,11 @@ async fn pinned_tls_round_trip_over_unix_and_tcp() {
         let (accepted, connected) = tokio::join!(
             async {
                 let stream = listener.accept().await.unwrap();
-                stream.accept_tls(server.clone(), TIMEOUT).await
+                let mut stream = stream.accept_tls(server.clone(), TIMEOUT).await?;
+                // Servers speak first (HTTP/2 SETTINGS); the client reads this
+                // while confirming the handshake and must hand it out intact.
+                stream.write_all(b"hello").await?;
+                stream.flush().await.map(|()| stream)
             },
             async {
                 let stream = connect(listener.endpoint()).await.unwrap();
@@ -43,6 +47,9 @@ async fn pinned_tls_round_trip_over_unix_and_tcp() {
         let (mut accepted, mut connected) = (accepted.unwrap(), connected.unwrap());
         assert!(accepted.is_tls() && connected.is_tls());
         assert_eq!(accepted.network(), transport.network());
+        let mut hello = [0; 5];
+        connected.read_exact(&mut hello).await.unwrap();
+        assert_eq!(&hello, b"hello");
         connected.write_all(b"ping").await.unwrap();
         connected.flush().await.unwrap();
         let mut buf = [0; 4];
@@ -96,12 +103,11 @@ async fn another_client_certificate_is_refused_by_the_server() {
             stream.accept_tls(server, TIMEOUT).await
         },
         async {
-            let stream = connect(listener.endpoint()).await.unwrap();
-            let mut stream = stream.connect_tls(client, localhost(), TIMEOUT).await?;
             // TLS 1.3: the server judges the client's certificate after the
-            // client's side of the handshake is done; the refusal arrives as an alert.
-            let mut buf = [0; 1];
-            stream.read(&mut buf).await.map(|_| stream)
+            // client's side of the handshake is done; connect_tls waits for the
+            // verdict, so the refusal is its error rather than the first call's.
+            let stream = connect(listener.endpoint()).await.unwrap();
+            stream.connect_tls(client, localhost(), TIMEOUT).await
         }
     );
     let server_side = TlsFailure::find(&accepted.unwrap_err()).unwrap();
