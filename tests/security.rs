@@ -507,3 +507,25 @@ async fn the_configured_group_can_connect_and_no_one_else() {
     assert_eq!(connect_as(NOBODY, DAEMON_GROUP, &socket), "denied");
     drop(plugin);
 }
+
+#[test]
+fn the_configured_mtls_example_runs_and_shows_the_refusal() {
+    let output = std::process::Command::new(example("configured_mtls"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("(mutual TLS: true) says: over CA-verified TLS"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("refused this host's certificate"),
+        "{stdout}"
+    );
+}
