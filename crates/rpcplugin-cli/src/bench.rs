@@ -251,6 +251,15 @@ impl Tally {
         }
     }
 
+    fn record_latency(&mut self, micros: u64) {
+        // `record` grows the histogram; `saturating_record` would clamp to its
+        // current top instead, so it is only the fallback if growing fails.
+        let micros = micros.max(1);
+        if self.latency.record(micros).is_err() {
+            self.latency.saturating_record(micros);
+        }
+    }
+
     fn fail(&mut self, error: String) {
         self.errors += 1;
         self.first_error.get_or_insert(error);
@@ -289,7 +298,7 @@ async fn drive(
             Ok((bytes, messages)) if started >= window_start => {
                 let micros =
                     u64::try_from(done.duration_since(started).as_micros()).unwrap_or(u64::MAX);
-                tally.latency.saturating_record(micros.max(1));
+                tally.record_latency(micros);
                 tally.calls += 1;
                 tally.bytes += bytes;
                 tally.messages += messages;
@@ -347,5 +356,27 @@ mod tests {
         assert_eq!(messages_per_call(1000), 1048);
         assert_eq!(messages_per_call(4 << 20), 1);
         assert_eq!(messages_per_call(0), 1);
+    }
+
+    #[test]
+    fn latencies_beyond_the_initial_range_are_kept() {
+        let mut tally = Tally::new();
+        for micros in [0, 40, 6_000, 2_500_000] {
+            tally.record_latency(micros);
+        }
+        let mut other = Tally::new();
+        other.record_latency(90_000_000);
+        other.fail("boom".into());
+        tally.merge(other);
+        let p = crate::report::Percentiles::of(&tally.latency);
+        // Three significant figures: within 0.1 %.
+        assert!((6_000..=6_006).contains(&p.p50), "{}", p.p50);
+        assert!((89_900_000..=90_100_000).contains(&p.max), "{}", p.max);
+        assert_eq!(tally.latency.len(), 5);
+        assert_eq!(tally.latency.min(), 1);
+        assert_eq!(
+            (tally.errors, tally.first_error.as_deref()),
+            (1, Some("boom"))
+        );
     }
 }
