@@ -133,6 +133,15 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
             .zip(end)
             .map(|(s, e)| procstat::cpu_percent(s, e, ticks, wall)),
     };
+    let host = usage(start.host, end.host);
+    let plugin_usage = usage(start.plugin, end.plugin);
+    // Whatever else ran (other processes, the hypervisor's steal) competed for the
+    // same cores and disturbed the figures.
+    let others_cpu_pct = start.machine.zip(end.machine).map(|(s, e)| {
+        let machine = procstat::ticks_percent(s, e, ticks, wall);
+        let ours = host.cpu_pct.unwrap_or(0.0) + plugin_usage.cpu_pct.unwrap_or(0.0);
+        (machine - ours).max(0.0)
+    });
     Ok(Report {
         mode: opts.mode,
         size: opts.size,
@@ -151,8 +160,9 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
         latency: total.latency,
         bytes: total.bytes,
         messages: total.messages,
-        host: usage(start.host, end.host),
-        plugin_usage: usage(start.plugin, end.plugin),
+        host,
+        plugin_usage,
+        others_cpu_pct,
         stopped,
         stop_failed,
     })
@@ -317,6 +327,7 @@ struct Snapshot {
     at: Instant,
     host: Option<Sample>,
     plugin: Option<Sample>,
+    machine: Option<u64>,
 }
 
 impl Snapshot {
@@ -325,6 +336,7 @@ impl Snapshot {
             at: Instant::now(),
             host: procstat::sample(Target::Me),
             plugin: procstat::sample(Target::Pid(plugin_pid)),
+            machine: procstat::machine_sample(),
         }
     }
 }

@@ -62,6 +62,28 @@ pub(crate) fn rss_kb(status: &str) -> Option<u64> {
     (words.next() == Some("kB")).then_some(value)
 }
 
+/// CPU ticks the whole machine spent busy (all cores), or lost to the hypervisor
+/// (steal), from the text of `/proc/stat`.
+pub(crate) fn machine_busy_ticks(stat: &str) -> Option<u64> {
+    // cpu  user nice system idle iowait irq softirq steal guest guest_nice; guest
+    // time is already inside user and nice.
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal, ..] = fields[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
+}
+
+/// Reads [`machine_busy_ticks`] from `/proc/stat`.
+pub(crate) fn machine_sample() -> Option<u64> {
+    machine_busy_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`), the unit of [`Sample::cpu_ticks`].
 pub(crate) fn ticks_per_second() -> u64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
@@ -78,12 +100,16 @@ pub(crate) fn cpu_percent(
     ticks_per_second: u64,
     wall: Duration,
 ) -> f64 {
+    ticks_percent(start.cpu_ticks, end.cpu_ticks, ticks_per_second, wall)
+}
+
+/// Ticks between two counter readings over `wall` time, in percent of one core.
+pub(crate) fn ticks_percent(start: u64, end: u64, ticks_per_second: u64, wall: Duration) -> f64 {
     let wall = wall.as_secs_f64();
     if wall <= 0.0 || ticks_per_second == 0 {
         return 0.0;
     }
-    let ticks = end.cpu_ticks.saturating_sub(start.cpu_ticks);
-    ticks as f64 / ticks_per_second as f64 / wall * 100.0
+    end.saturating_sub(start) as f64 / ticks_per_second as f64 / wall * 100.0
 }
 
 #[cfg(test)]
@@ -109,6 +135,15 @@ mod tests {
     fn reads_vm_rss() {
         assert_eq!(rss_kb(STATUS), Some(6012));
         assert_eq!(rss_kb("Name:\tkthreadd\n"), None);
+    }
+
+    #[test]
+    fn reads_machine_busy_time() {
+        let stat = "cpu  100 5 50 9000 20 3 2 40 0 0\ncpu0 50 2 25 4500 10 1 1 20 0 0\nintr 1 2\n";
+        assert_eq!(machine_busy_ticks(stat), Some(200));
+        assert_eq!(machine_busy_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(machine_busy_ticks("intr 1\n"), None);
+        assert!(machine_sample().is_some());
     }
 
     #[test]

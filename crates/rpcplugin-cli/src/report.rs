@@ -54,6 +54,9 @@ pub(crate) struct Report {
     pub(crate) host: Usage,
     /// The plugin process.
     pub(crate) plugin_usage: Usage,
+    /// CPU used by everything else on the machine during the window (other
+    /// processes, steal), percent of one core.
+    pub(crate) others_cpu_pct: Option<f64>,
     /// How the plugin ended, e.g. `graceful, exit status: 0`.
     pub(crate) stopped: String,
     /// The plugin could not be stopped cleanly (it may still be running).
@@ -93,6 +96,10 @@ impl Percentiles {
         }
     }
 }
+
+/// CPU taken by other processes above which the table warns that the figures are
+/// not comparable (percent of one core).
+pub(crate) const DISTURBED_PCT: f64 = 10.0;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -220,6 +227,14 @@ impl Report {
         };
         row("host", usage(self.host));
         row("plugin process", usage(self.plugin_usage));
+        if let Some(others) = self.others_cpu_pct {
+            let note = if others >= DISTURBED_PCT {
+                " (the figures are disturbed: measure on a quiet machine)"
+            } else {
+                ""
+            };
+            row("everything else", format!("{others:.1} % CPU{note}"));
+        }
         row("plugin stopped", self.stopped.clone());
         if let Some(err) = &self.first_error {
             row("first error", err.clone());
@@ -286,6 +301,7 @@ mod tests {
             },
             stopped: "graceful, exit status: 0".into(),
             stop_failed: false,
+            others_cpu_pct: Some(0.5),
         }
     }
 
@@ -379,5 +395,8 @@ mod tests {
         assert!(table.contains("first error"), "{table}");
         assert!(table.contains("graceful"), "{table}");
         assert!(table.contains("p50 500 µs"), "{table}");
+        assert!(!table.contains("disturbed"), "{table}");
+        r.others_cpu_pct = Some(45.0);
+        assert!(r.table().contains("45.0 % CPU (the figures are disturbed"));
     }
 }
