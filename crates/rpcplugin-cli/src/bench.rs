@@ -17,13 +17,20 @@ const APP_PROTOCOL_VERSION: u32 = 1;
 /// About how many bytes one Download call moves.
 const BYTES_PER_DOWNLOAD: usize = 1024 * 1024;
 
+/// How long the first Echo may take once the plugin is up.
+const FIRST_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long after the window a task may still wait for its last call before it is
+/// abandoned (a hung plugin must not hang the benchmark).
+const STRAGGLER_GRACE: Duration = Duration::from_secs(10);
+
 /// Why a run produced no report.
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// The plugin did not start; the error explains why.
     Start(rpcplugin_client::Error),
-    /// The plugin started but its first Echo failed.
-    FirstCall(tonic::Status),
+    /// The plugin started but its first Echo failed (why).
+    FirstCall(String),
     /// Asked for something this build cannot do.
     Unsupported {
         /// What.
@@ -38,8 +45,8 @@ impl Failure {
     pub(crate) fn render(&self) -> String {
         match self {
             Failure::Start(err) => rpcplugin_core::render(err),
-            Failure::FirstCall(status) => format!(
-                "error: the plugin started but its first bench.v1.Bench/Echo call failed: {status}\n  \
+            Failure::FirstCall(why) => format!(
+                "error: the plugin started but its first bench.v1.Bench/Echo call failed: {why}\n  \
                  hint: rpcplugin bench measures plugins serving bench.v1.Bench (proto/bench.proto); \
                  check that this plugin registers that service"
             ),
@@ -84,9 +91,16 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
     let plugin = builder.start().await.map_err(Failure::Start)?;
     let workload = Workload::new(opts);
     let mut first = BenchClient::new(plugin.channel());
-    if let Err(status) = first.echo(workload.payload.clone()).await {
+    let why = match tokio::time::timeout(FIRST_CALL_TIMEOUT, first.echo(workload.payload.clone()))
+        .await
+    {
+        Ok(Ok(_)) => None,
+        Ok(Err(status)) => Some(status.to_string()),
+        Err(_) => Some(format!("no reply within {FIRST_CALL_TIMEOUT:?}")),
+    };
+    if let Some(why) = why {
         let _ = plugin.stop().await;
-        return Err(Failure::FirstCall(status));
+        return Err(Failure::FirstCall(why));
     }
     let launch_to_first_call = launched.elapsed();
 
@@ -114,10 +128,19 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
     tokio::time::sleep_until(window_start.into()).await;
     let start = Snapshot::take(pid);
     let mut total = Tally::new();
-    for task in tasks {
-        match task.await {
-            Ok(tally) => total.merge(tally),
-            Err(err) => total.fail(format!("a load task ended abnormally: {err}")),
+    let give_up = deadline + STRAGGLER_GRACE;
+    for mut task in tasks {
+        match tokio::time::timeout_at(give_up.into(), &mut task).await {
+            Ok(Ok(tally)) => total.merge(tally),
+            Ok(Err(err)) => total.fail(format!("a load task ended abnormally: {err}")),
+            Err(_) => {
+                // Its counts are lost with it; the run is failed anyway.
+                task.abort();
+                total.fail(format!(
+                    "a call got no reply within {STRAGGLER_GRACE:?} after the window ended; \
+                     its task was abandoned"
+                ));
+            }
         }
     }
     let end = Snapshot::take(pid);
