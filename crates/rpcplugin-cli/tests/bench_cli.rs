@@ -9,7 +9,8 @@ const RPCPLUGIN: &str = env!("CARGO_BIN_EXE_rpcplugin");
 
 /// Builds `examples/kv_plugin.rs` of the root package into the same target directory
 /// and profile as this test, and returns its path. The example belongs to another
-/// package, so cargo does not build it for this crate's tests.
+/// package, so cargo does not build it for this crate's tests. `--workspace` resolves
+/// features as a workspace-wide `cargo test` does, so after one the build is a no-op.
 fn kv_plugin() -> PathBuf {
     // CARGO_BIN_EXE_* is target/<profile>/rpcplugin.
     let profile_dir = Path::new(RPCPLUGIN)
@@ -27,14 +28,7 @@ fn kv_plugin() -> PathBuf {
     let mut build = Command::new(cargo);
     build
         .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "rpcplugin",
-            "--example",
-            "kv_plugin",
-        ])
+        .args(["build", "--quiet", "--workspace", "--example", "kv_plugin"])
         .arg("--target-dir")
         .arg(target_dir);
     match profile {
