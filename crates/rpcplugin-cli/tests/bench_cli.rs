@@ -1,0 +1,208 @@
+//! Runs the built `rpcplugin` binary as a user would: against the workspace's
+//! `kv_plugin` example, and with the mistakes a user makes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RPCPLUGIN: &str = env!("CARGO_BIN_EXE_rpcplugin");
+
+/// Builds `examples/kv_plugin.rs` of the root package into the same target directory
+/// and profile as this test, and returns its path. The example belongs to another
+/// package, so cargo does not build it for this crate's tests. `--workspace` resolves
+/// features as a workspace-wide `cargo test` does, so after one the build is a no-op.
+fn kv_plugin() -> PathBuf {
+    // CARGO_BIN_EXE_* is target/<profile>/rpcplugin.
+    let profile_dir = Path::new(RPCPLUGIN)
+        .parent()
+        .expect("the binary is in target/<profile>");
+    let target_dir = profile_dir
+        .parent()
+        .expect("the profile directory is in the target directory");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a profile directory name");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&root)
+        .args(["build", "--quiet", "--workspace", "--example", "kv_plugin"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
+        }
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "cargo build --example kv_plugin failed");
+    let path = profile_dir.join("examples").join("kv_plugin");
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// Runs `rpcplugin` with `args`, killing it if it takes longer than `limit`.
+fn rpcplugin(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(RPCPLUGIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rpcplugin starts");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait for rpcplugin").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "rpcplugin {args:?} ran longer than {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+/// The pid the table reports, from `... (pid 1234) ...`.
+fn plugin_pid(stdout: &str) -> u32 {
+    let (_, rest) = stdout
+        .split_once("(pid ")
+        .unwrap_or_else(|| panic!("no plugin pid in:\n{stdout}"));
+    rest.split(')').next().unwrap().parse().expect("a pid")
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X'))
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn benchmarks_the_kv_plugin_and_stops_it() {
+    bench_kv_plugin(&[], "plaintext");
+}
+
+#[test]
+fn benchmarks_over_automtls_when_asked() {
+    bench_kv_plugin(&["--automtls"], "mutual TLS");
+}
+
+fn bench_kv_plugin(extra: &[&str], security: &str) {
+    let plugin = kv_plugin();
+    let started = Instant::now();
+    let mut args = vec!["bench"];
+    args.extend_from_slice(extra);
+    let out = rpcplugin(
+        &[
+            &args[..],
+            &[
+                "--seconds",
+                "1",
+                "--warmup",
+                "0.2",
+                "--concurrency",
+                "2",
+                "--",
+                plugin.to_str().expect("a UTF-8 path"),
+            ],
+        ]
+        .concat(),
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "rpcplugin bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"));
+    let result: serde_json::Value =
+        serde_json::from_str(&line["RESULT ".len()..]).expect("RESULT carries JSON");
+    for key in [
+        "req_per_s",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "launch_to_first_call_ms",
+        "host_rss_kb",
+        "plugin_rss_kb",
+        "host_cpu_pct",
+        "plugin_cpu_pct",
+        "errors",
+    ] {
+        assert!(result[key].is_number(), "{key} is not a number in {line}");
+    }
+    assert!(result["req_per_s"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(
+        result["launch_to_first_call_ms"].as_f64().unwrap() > 0.0,
+        "{line}"
+    );
+    assert_eq!(result["errors"], 0, "{line}");
+    assert!(stdout.contains("graceful"), "{stdout}");
+    assert!(stdout.contains(security), "{stdout}");
+
+    let pid = plugin_pid(&stdout);
+    assert!(!alive(pid), "plugin process {pid} outlived rpcplugin bench");
+}
+
+#[test]
+fn a_bad_number_is_a_usage_error_with_a_hint() {
+    let out = rpcplugin(
+        &["bench", "--concurrency", "0", "--", "./kv_plugin"],
+        Duration::from_secs(10),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--concurrency must be a positive integer"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+}
+
+#[test]
+fn a_missing_plugin_is_explained() {
+    let out = rpcplugin(
+        &["bench", "--", "/nonexistent/rpcplugin-test-plugin"],
+        Duration::from_secs(10),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot start plugin"), "{stderr}");
+    assert!(stderr.contains("hint: check the path"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("RESULT"),
+        "no figures for a plugin that never ran"
+    );
+}
+
+#[test]
+fn help_prints_usage() {
+    let out = rpcplugin(&["bench", "--help"], Duration::from_secs(10));
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("--concurrency C"), "{stdout}");
+    let out = rpcplugin(&["--help"], Duration::from_secs(10));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rpcplugin bench"));
+}
