@@ -3,8 +3,11 @@
 //! - `codegen [--check]`: regenerate (or check) the committed gRPC code from `proto/`.
 //! - `interop`: run rpcplugin's examples against real go-plugin (Go) and
 //!   pyvider-rpcplugin (Python) peers, installing what is missing.
+//! - `bench [--seconds N] [--rounds R] [--record]`: the benchmark matrix in release,
+//!   one table of medians with ratios (`--record` writes docs/performance.md).
 //! - `ci`: everything CI checks, in order.
 
+mod bench;
 mod codegen;
 mod interop;
 
@@ -21,6 +24,7 @@ fn main() -> Result<()> {
             codegen::run(&root, check)
         }
         Some("interop") => interop::run(&root, &args[1..]),
+        Some("bench") => bench::run(&root, &args[1..]),
         Some("ci") => ci(&root),
         _ => {
             eprintln!(
@@ -28,6 +32,8 @@ fn main() -> Result<()> {
                  commands:\n  \
                  codegen [--check]   regenerate the committed gRPC code (or fail if stale)\n  \
                  interop [go|python] run the examples against go-plugin and pyvider peers\n  \
+                 bench [--seconds N] [--rounds R] [--record]\n                      \
+                 the benchmark matrix in release, with ratios\n  \
                  ci                  fmt, clippy, tests, doc, codegen check, interop"
             );
             bail!("unknown or missing command");
