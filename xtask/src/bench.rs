@@ -16,6 +16,8 @@ use std::process::Command;
 /// One way of running the plugin.
 struct Contender {
     name: &'static str,
+    /// `raw_tonic` instead of `rpcplugin bench`: plain tonic, no framework.
+    raw: bool,
     bench_args: &'static [&'static str],
     env: &'static [(&'static str, &'static str)],
 }
@@ -23,23 +25,33 @@ struct Contender {
 const CONTENDERS: &[Contender] = &[
     Contender {
         name: "rpcplugin, unix, plaintext",
+        raw: false,
         bench_args: &[],
         env: &[],
     },
     Contender {
         name: "rpcplugin, unix, AutoMTLS",
+        raw: false,
         bench_args: &["--automtls"],
         env: &[],
     },
     Contender {
         name: "rpcplugin, tcp, plaintext",
+        raw: false,
         bench_args: &[],
         env: &[("PLUGIN_SERVER_TRANSPORTS", "tcp")],
     },
     Contender {
         name: "rpcplugin, tcp, AutoMTLS",
+        raw: false,
         bench_args: &["--automtls"],
         env: &[("PLUGIN_SERVER_TRANSPORTS", "tcp")],
+    },
+    Contender {
+        name: "raw tonic, unix (ceiling)",
+        raw: true,
+        bench_args: &[],
+        env: &[],
     },
 ];
 
@@ -117,18 +129,21 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             "rpcplugin",
             "--example",
             "kv_plugin",
+            "--example",
+            "raw_tonic",
         ],
         &[],
     )?;
     let cli = root.join("target/release/rpcplugin");
     let plugin = root.join("target/release/examples/kv_plugin");
+    let raw = root.join("target/release/examples/raw_tonic");
 
     // (workload, contender) -> one Figures per round
     let mut results: BTreeMap<(usize, usize), Vec<Figures>> = BTreeMap::new();
     for round in 1..=rounds {
         for (w, workload) in WORKLOADS.iter().enumerate() {
             for (c, contender) in CONTENDERS.iter().enumerate() {
-                let figures = run_one(&cli, &plugin, &seconds, workload, contender)
+                let figures = run_one(&cli, &plugin, &raw, &seconds, workload, contender)
                     .with_context(|| format!("{} / {}", workload.name, contender.name))?;
                 eprintln!(
                     "round {round}/{rounds}  {:<18} {:<28} {:>9.0} req/s  p50 {:>5.0} us  launch {:>5.1} ms",
@@ -156,20 +171,26 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
 fn run_one(
     cli: &Path,
     plugin: &Path,
+    raw: &Path,
     seconds: &str,
     workload: &Workload,
     contender: &Contender,
 ) -> Result<Figures> {
-    let output = Command::new(cli)
-        .arg("bench")
-        .args(contender.bench_args)
+    let mut command = if contender.raw {
+        Command::new(raw)
+    } else {
+        let mut command = Command::new(cli);
+        command.arg("bench").args(contender.bench_args);
+        command
+    };
+    command
         .args(["--seconds", seconds])
         .args(workload.args)
-        .arg("--")
-        .arg(plugin)
-        .envs(contender.env.iter().copied())
-        .output()
-        .context("cannot run rpcplugin bench")?;
+        .envs(contender.env.iter().copied());
+    if !contender.raw {
+        command.arg("--").arg(plugin);
+    }
+    let output = command.output().context("cannot run the benchmark")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -193,7 +214,8 @@ fn run_one(
         p50_us: num("p50_us")?,
         p99_us: num("p99_us")?,
         launch_ms: num("launch_to_first_call_ms")?,
-        plugin_rss_kb: num("plugin_rss_kb")?,
+        // raw_tonic does not read /proc.
+        plugin_rss_kb: json["plugin_rss_kb"].as_f64().unwrap_or(f64::NAN),
     })
 }
 
