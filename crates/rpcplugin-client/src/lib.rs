@@ -37,12 +37,14 @@
 
 mod launch;
 mod output;
+mod supervisor;
 mod tls;
 
 pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
 pub use rpcplugin_handshake::HandshakeLine;
+pub use supervisor::{RestartPolicy, Supervisor, SupervisorEvent, SupervisorOptions};
 pub use tonic::transport::Channel;
 
 use hyper_util::rt::TokioIo;
@@ -77,6 +79,7 @@ pub struct PluginClient {
     stderr_task: Option<JoinHandle<()>>,
     stdout_task: Option<JoinHandle<()>>,
     tls: bool,
+    target: Option<Target>,
 }
 
 /// How a plugin ended when it was stopped.
@@ -169,6 +172,52 @@ impl PluginClient {
             dir.close()?;
         }
         stopped
+    }
+
+    /// Kills the plugin at once (SIGKILL to its process group), reaps it and removes
+    /// its socket directory: for a plugin that is hung or must not run a moment longer.
+    pub async fn kill(mut self) -> Result<Stopped> {
+        let mut child = self.child.take().expect("a running client has a child");
+        let method = match child.try_wait() {
+            Ok(Some(_)) => StopMethod::AlreadyExited,
+            _ => StopMethod::Killed,
+        };
+        kill_group(self.pid, Signal::SIGKILL);
+        let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Process,
+                    "process.unkillable",
+                    format!("plugin process {} did not exit after SIGKILL", self.pid),
+                )
+                .with_hint("the process is probably stuck in the kernel (uninterruptible I/O); check `ps -o stat -p PID`")
+            })?
+            .map_err(|e| {
+                Error::new(ErrorKind::Process, "process.wait", "cannot reap the plugin process")
+                    .with_source(e)
+            })?;
+        tracing::debug!(plugin = %self.name, pid = self.pid, %status, "plugin killed");
+        self.finish_io().await;
+        if let Some(dir) = self.socket_dir.take() {
+            dir.close()?;
+        }
+        Ok(Stopped { method, status })
+    }
+
+    /// Waits until the plugin process exits on its own, and returns its status. The
+    /// client stays usable (call [`PluginClient::stop`] or drop it to clean up).
+    /// Cancel-safe: dropping the future stops waiting, nothing else.
+    pub async fn wait(&mut self) -> Result<ExitStatus> {
+        let child = self.child.as_mut().expect("a running client has a child");
+        child.wait().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Process,
+                "process.wait",
+                "cannot wait for the plugin process",
+            )
+            .with_source(e)
+        })
     }
 
     async fn finish_io(&mut self) {
@@ -303,7 +352,10 @@ impl Drop for PluginClient {
 const DROP_GRACE: Duration = Duration::from_millis(500);
 
 /// Configures and starts a plugin. See the [crate docs](crate).
-#[derive(Debug)]
+///
+/// Cloneable, so that one configuration can start several instances (a
+/// [`Supervisor`] restarts from a clone).
+#[derive(Debug, Clone)]
 #[must_use]
 pub struct Builder {
     program: OsString,
@@ -548,6 +600,7 @@ impl Builder {
             stderr_task,
             stdout_task: None,
             tls: false,
+            target: None,
         };
         // From here every failure drops `client`, which kills the process group and
         // removes the socket directory.
@@ -720,51 +773,27 @@ impl PluginClient {
         err.with_hint(hint)
     }
 
-    async fn connect(&self, dial: Option<tls::Dial>) -> Result<Channel> {
-        let endpoint = self.handshake.endpoint.clone();
-        let pinned = dial.as_ref().is_some_and(|d| d.pinned);
-        let dial = dial.map(Arc::new);
-        let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
-            let endpoint = endpoint.clone();
-            let dial = dial.clone();
-            async move {
-                let stream = rpcplugin_transport::connect(&endpoint).await?;
-                let stream = match dial {
-                    None => stream,
-                    Some(dial) => stream
-                        .connect_tls(
-                            dial.config.clone(),
-                            dial.server_name.clone(),
-                            rpcplugin_transport::DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-                        )
-                        .await
-                        .map_err(|err| {
-                            Error::new(ErrorKind::Security, "security.tls", "tls handshake failed")
-                                .with_source(err)
-                        })?,
-                };
-                Ok::<_, Error>(TokioIo::new(stream))
+    async fn connect(&mut self, dial: Option<tls::Dial>) -> Result<Channel> {
+        let target = Target {
+            endpoint: self.handshake.endpoint.clone(),
+            dial: dial.map(Arc::new),
+        };
+        self.target = Some(target.clone());
+        let pinned = target.pinned();
+        target.channel().await.map_err(|err| {
+            if let Some(security) =
+                tls::failure_error(&self.name, &self.handshake.endpoint, pinned, &err)
+            {
+                return security.with_source(err);
             }
-        });
-        // The authority must be a host name: h2 rejects a socket path there.
-        tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_timeout(Duration::from_secs(5))
-            .connect_with_connector(connector)
-            .await
-            .map_err(|err| {
-                if let Some(security) =
-                    tls::failure_error(&self.name, &self.handshake.endpoint, pinned, &err)
-                {
-                    return security.with_source(err);
-                }
-                Error::new(
-                    ErrorKind::Transport,
-                    "transport.connect",
-                    format!("cannot connect to plugin {} at {}", self.name, self.handshake.endpoint),
-                )
-                .with_source(err)
-                .with_hint("the plugin announced this address but nothing accepts connections there; it may have exited right after the handshake")
-            })
+            Error::new(
+                ErrorKind::Transport,
+                "transport.connect",
+                format!("cannot connect to plugin {} at {}", self.name, self.handshake.endpoint),
+            )
+            .with_source(err)
+            .with_hint("the plugin announced this address but nothing accepts connections there; it may have exited right after the handshake")
+        })
     }
 
     async fn check_health(&self, pinned: bool) -> Result<()> {
@@ -805,6 +834,61 @@ impl PluginClient {
             )
             .with_hint("the plugin is stuck or overloaded")),
         }
+    }
+}
+
+/// Where a plugin serves and how to reach it: everything a (re)connection needs.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) dial: Option<Arc<tls::Dial>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("endpoint", &self.endpoint)
+            .field("tls", &self.dial.is_some())
+            .finish()
+    }
+}
+
+impl Target {
+    fn pinned(&self) -> bool {
+        self.dial.as_ref().is_some_and(|d| d.pinned)
+    }
+
+    /// One connection: the transport, then TLS when asked.
+    pub(crate) async fn connect(&self) -> Result<TokioIo<rpcplugin_transport::Stream>> {
+        let stream = rpcplugin_transport::connect(&self.endpoint).await?;
+        let stream = match &self.dial {
+            None => stream,
+            Some(dial) => stream
+                .connect_tls(
+                    dial.config.clone(),
+                    dial.server_name.clone(),
+                    rpcplugin_transport::DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                )
+                .await
+                .map_err(|err| {
+                    Error::new(ErrorKind::Security, "security.tls", "tls handshake failed")
+                        .with_source(err)
+                })?,
+        };
+        Ok(TokioIo::new(stream))
+    }
+
+    /// A connected channel to this target.
+    async fn channel(self) -> std::result::Result<Channel, tonic::transport::Error> {
+        let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
+            let target = self.clone();
+            async move { target.connect().await }
+        });
+        // The authority must be a host name: h2 rejects a socket path there.
+        tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector(connector)
+            .await
     }
 }
 

@@ -19,7 +19,7 @@ use rpcplugin_transport::rustls::ClientConfig;
 use rpcplugin_transport::rustls::pki_types::ServerName;
 
 /// What the builder was given in code; each falls back to the settings.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct TlsOptions {
     pub(crate) auto_mtls: Option<bool>,
     pub(crate) identity: Option<Identity>,
