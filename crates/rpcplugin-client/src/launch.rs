@@ -37,11 +37,62 @@ fn launcher() -> &'static std::sync::Mutex<std_mpsc::Sender<SpawnRequest>> {
     })
 }
 
-/// Spawns `command` in its own process group with SIGTERM as its parent-death signal.
-pub(crate) async fn spawn(mut command: Command) -> io::Result<Child> {
+/// Limits on a plugin process's resources, set with `setrlimit` in the child before
+/// it executes the plugin: the first step of isolating a plugin (they bound a
+/// runaway plugin; they are no sandbox).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResourceLimits {
+    /// Virtual memory, bytes (`RLIMIT_AS`): allocations beyond it fail. Runtimes
+    /// reserve address space generously (threads' stacks, malloc arenas), so leave
+    /// room: a small Rust plugin needs a few hundred MiB, a Go one about 1 GiB.
+    pub address_space: Option<u64>,
+    /// CPU time, whole seconds (`RLIMIT_CPU`): the kernel sends SIGXCPU when it
+    /// is used up, which ends a plugin that does not handle it, and SIGKILL one
+    /// second of CPU later.
+    pub cpu_time: Option<std::time::Duration>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+}
+
+impl ResourceLimits {
+    /// No limits (the host's own apply).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Limits virtual memory to `bytes`.
+    pub fn address_space(mut self, bytes: u64) -> Self {
+        self.address_space = Some(bytes);
+        self
+    }
+
+    /// Limits CPU time (rounded up to whole seconds).
+    pub fn cpu_time(mut self, time: std::time::Duration) -> Self {
+        self.cpu_time = Some(time);
+        self
+    }
+
+    /// Limits open file descriptors.
+    pub fn open_files(mut self, count: u64) -> Self {
+        self.open_files = Some(count);
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Spawns `command` in its own process group with SIGTERM as its parent-death
+/// signal and `limits` applied.
+pub(crate) async fn spawn(mut command: Command, limits: ResourceLimits) -> io::Result<Child> {
     command.process_group(0);
     let host_pid = std::process::id();
     set_parent_death_signal(&mut command, host_pid);
+    if !limits.is_empty() {
+        set_resource_limits(&mut command, limits);
+    }
     let (reply_tx, reply_rx) = std_mpsc::channel();
     let handle = tokio::runtime::Handle::current();
     launcher()
@@ -72,6 +123,32 @@ fn set_parent_death_signal(command: &mut Command, host_pid: u32) {
             // the signal, so don't start at all.
             if std::os::unix::process::parent_id() != host_pid {
                 nix::libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[allow(unsafe_code)]
+fn set_resource_limits(command: &mut Command, limits: ResourceLimits) {
+    use nix::sys::resource::{Resource, setrlimit};
+    let cpu_seconds = limits
+        .cpu_time
+        .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
+    // SAFETY: runs between fork and exec in the child; setrlimit is a plain system
+    // call (async-signal-safe), and the values were computed before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(bytes) = limits.address_space {
+                setrlimit(Resource::RLIMIT_AS, bytes, bytes).map_err(io::Error::from)?;
+            }
+            if let Some(seconds) = cpu_seconds {
+                // The soft limit sends SIGXCPU; the hard one, a second later, SIGKILL
+                // (equal limits would skip straight to SIGKILL).
+                setrlimit(Resource::RLIMIT_CPU, seconds, seconds + 1).map_err(io::Error::from)?;
+            }
+            if let Some(count) = limits.open_files {
+                setrlimit(Resource::RLIMIT_NOFILE, count, count).map_err(io::Error::from)?;
             }
             Ok(())
         });

@@ -37,9 +37,12 @@
 
 mod launch;
 mod output;
+mod registry;
 mod supervisor;
 mod tls;
 
+pub use launch::ResourceLimits;
+pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
 pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
@@ -166,6 +169,7 @@ impl PluginClient {
         let mut child = self.child.take().expect("a running client has a child");
         let started = Instant::now();
         let stopped = stop_child(&mut child, self.pid, &self.channel, self.grace).await;
+        registry::unregister(self.pid);
         tracing::debug!(plugin = %self.name, pid = self.pid, took = ?started.elapsed(), ?stopped, "plugin stopped");
         self.finish_io().await;
         if let Some(dir) = self.socket_dir.take() {
@@ -178,6 +182,7 @@ impl PluginClient {
     /// its socket directory: for a plugin that is hung or must not run a moment longer.
     pub async fn kill(mut self) -> Result<Stopped> {
         let mut child = self.child.take().expect("a running client has a child");
+        registry::unregister(self.pid);
         let method = match child.try_wait() {
             Ok(Some(_)) => StopMethod::AlreadyExited,
             _ => StopMethod::Killed,
@@ -317,6 +322,7 @@ impl Drop for PluginClient {
             return;
         };
         let pid = self.pid;
+        registry::unregister(pid);
         if matches!(child.try_wait(), Ok(Some(_))) {
             kill_group(pid, Signal::SIGKILL);
             return;
@@ -371,6 +377,7 @@ pub struct Builder {
     environment: Option<Environment>,
     tls: tls::TlsOptions,
     checksum: Option<Sha256>,
+    limits: ResourceLimits,
 }
 
 impl Builder {
@@ -389,6 +396,7 @@ impl Builder {
             environment: None,
             tls: tls::TlsOptions::default(),
             checksum: None,
+            limits: ResourceLimits::default(),
         }
     }
 
@@ -505,6 +513,13 @@ impl Builder {
         self
     }
 
+    /// Resource limits for the plugin process (memory, CPU time, open files), set
+    /// in the child before it runs the plugin. A spawn that cannot apply them fails.
+    pub fn resource_limits(mut self, limits: ResourceLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -571,10 +586,11 @@ impl Builder {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
 
-        let mut child = launch::spawn(command)
+        let mut child = launch::spawn(command, self.limits)
             .await
             .map_err(|err| spawn_error(&self.program, err))?;
         let pid = child.id().unwrap_or_default();
+        registry::register(pid, &name);
         tracing::debug!(plugin = %name, pid, "plugin started");
 
         let tail = Arc::new(output::Tail::default());
