@@ -5,10 +5,12 @@
 //!   pyvider-rpcplugin (Python) peers, installing what is missing.
 //! - `bench [--seconds N] [--rounds R] [--record]`: the benchmark matrix in release,
 //!   one table of medians with ratios (`--record` writes docs/performance.md).
+//! - `fuzz [--seconds N] [TARGET...]`: the cargo-fuzz targets, each for a bounded time.
 //! - `ci`: everything CI checks, in order.
 
 mod bench;
 mod codegen;
+mod fuzz;
 mod interop;
 
 use anyhow::{Context, Result, bail};
@@ -25,6 +27,7 @@ fn main() -> Result<()> {
         }
         Some("interop") => interop::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &args[1..]),
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("ci") => ci(&root),
         _ => {
             eprintln!(
@@ -34,6 +37,8 @@ fn main() -> Result<()> {
                  interop [go|python] run the examples against go-plugin and pyvider peers\n  \
                  bench [--seconds N] [--rounds R] [--record]\n                      \
                  the benchmark matrix in release, with ratios\n  \
+                 fuzz [--seconds N] [TARGET...]\n                      \
+                 run the fuzz targets, each for N seconds (default 30)\n  \
                  ci                  fmt, clippy, tests, doc, codegen check, interop"
             );
             bail!("unknown or missing command");
