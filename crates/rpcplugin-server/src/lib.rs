@@ -56,6 +56,7 @@
 mod controller;
 mod health;
 mod incoming;
+pub mod logging;
 mod tls;
 
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
