@@ -2,6 +2,9 @@
 //! service. Interop contract: see INTEROP.md (`proto.KV`, `bench.v1.Bench`, cookie
 //! `BASIC_PLUGIN=hello`, app protocol version 1).
 //!
+//! Logs are hclog JSON on stderr (`RUST_LOG` filters, default `info`), so go-plugin
+//! hosts show them at their levels.
+//!
 //! Run by a person it explains that a host must start it, and exits 1:
 //!
 //! ```text
