@@ -2,6 +2,9 @@
 //! service. Interop contract: see INTEROP.md (`proto.KV`, `bench.v1.Bench`, cookie
 //! `BASIC_PLUGIN=hello`, app protocol version 1).
 //!
+//! Logs are hclog JSON on stderr (`RUST_LOG` filters, default `info`), so go-plugin
+//! hosts show them at their levels.
+//!
 //! Run by a person it explains that a host must start it, and exits 1:
 //!
 //! ```text
@@ -71,18 +74,21 @@ impl Bench for Echo {
 }
 
 fn main() -> ExitCode {
-    // Logs go to stderr: stdout carries the handshake line and nothing else.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(false)
-        .init();
+    // hclog JSON on stderr (stdout carries the handshake line and nothing else): a
+    // go-plugin host shows each line at its level with its fields. RUST_LOG filters.
+    rpcplugin::server::logging::init();
     rpcplugin::plugin_server()
         .handshake("BASIC_PLUGIN", "hello")
         .protocol_version(1)
-        .add_service_with(|limits| limits.apply(KvServer::new(Store::default())))
+        .add_service_with(|limits| {
+            // Services are built once the cookie is checked and the socket bound,
+            // just before the handshake line: the plugin is starting to serve.
+            tracing::info!(
+                max_receive_message_size = limits.max_receive_message_size,
+                "kv_plugin serving"
+            );
+            limits.apply(KvServer::new(Store::default()))
+        })
         .add_service_with(|limits| limits.apply(BenchServer::new(Echo)))
         .run()
 }

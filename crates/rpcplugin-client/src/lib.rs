@@ -36,6 +36,7 @@
 //! blocks).
 
 mod launch;
+mod logline;
 mod output;
 mod registry;
 mod supervisor;

@@ -52,10 +52,17 @@
 //! with [`Builder::max_message_sizes`] or `PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE` /
 //! `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`. A service added with [`Builder::add_service`]
 //! keeps tonic's own defaults (4 MiB received).
+//!
+//! # Logging
+//!
+//! Log to stderr, never stdout (stdout carries the handshake line). [`logging::init`]
+//! writes `tracing` events as hclog JSON, which go-plugin hosts (Terraform with
+//! `TF_LOG`) and rpcplugin hosts show at their levels with their fields.
 
 mod controller;
 mod health;
 mod incoming;
+pub mod logging;
 mod tls;
 
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
