@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// Every target in fuzz/Cargo.toml.
-const TARGETS: &[&str] = &["handshake_line", "config_env"];
+const TARGETS: &[&str] = &["handshake_line", "config_env", "log_line"];
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut seconds = 30u64;

@@ -36,7 +36,7 @@
 //! blocks).
 
 mod launch;
-mod logline;
+pub mod logline;
 mod output;
 mod registry;
 mod supervisor;

@@ -5,24 +5,37 @@
 //! The rules follow go-plugin 1.0.1's host (`logStderr`), with two departures that
 //! only make things more forgiving: a non-string `@message` or `@level` that would
 //! panic a Go host is handled, and prefixes may follow a timestamp.
+//!
+//! The host uses it for every plugin's stderr; it is public for tools that read
+//! plugin logs themselves (and for the fuzz target).
+//!
+//! ```
+//! use rpcplugin_client::logline::parse;
+//!
+//! let line = parse(br#"{"@level":"warn","@message":"disk low","free_mb":12}"#);
+//! assert_eq!(line.level, tracing::Level::WARN);
+//! assert_eq!(line.message, "disk low");
+//! assert_eq!(line.fields, [("free_mb".to_owned(), "12".to_owned())]);
+//! ```
 
 use serde_json::{Map, Value};
 use tracing::Level;
 
 /// One stderr line, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LogLine {
+#[non_exhaustive]
+pub struct LogLine {
     /// The level to log it at; plain text is debug, as go-plugin logs it.
-    pub(crate) level: Level,
+    pub level: Level,
     /// The message: hclog's `@message`, the text after a `[LEVEL]` prefix, or the
     /// whole line.
-    pub(crate) message: String,
+    pub message: String,
     /// Key/value pairs in the order found (JSON keys sorted), values as text.
-    pub(crate) fields: Vec<(String, String)>,
+    pub fields: Vec<(String, String)>,
     /// The plugin's own timestamp, as written.
-    pub(crate) timestamp: Option<String>,
+    pub timestamp: Option<String>,
     /// hclog's logger name (`@module`, or the `name:` of a text line).
-    pub(crate) module: Option<String>,
+    pub module: Option<String>,
 }
 
 impl LogLine {
@@ -40,7 +53,7 @@ impl LogLine {
 
 /// Classifies one line (without its newline). Invalid UTF-8 is replaced, never
 /// dropped; a trailing `\r` is removed.
-pub(crate) fn parse(line: &[u8]) -> LogLine {
+pub fn parse(line: &[u8]) -> LogLine {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches('\r');
     // Most lines are not JSON: one byte decides before serde_json is asked.
