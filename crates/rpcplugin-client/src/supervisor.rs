@@ -1,38 +1,4 @@
-//! Keeping a plugin running: restarts with backoff, a crash-loop limit, liveness
-//! checks, and one channel that outlives every restart.
-//!
-//! go-plugin leaves a crashed plugin dead; its users restart by hand and rebuild their
-//! stubs. A [`Supervisor`] does it for them:
-//!
-//! - it starts the plugin, and after an exit (or a failed liveness check) starts it
-//!   again according to its [`RestartPolicy`], waiting an exponential backoff with
-//!   jitter between attempts, and gives up after too many restarts in a window;
-//! - [`Supervisor::channel`] is one tonic channel for the supervisor's whole life:
-//!   calls fail with `Unavailable` while the plugin is down and work again once it is
-//!   back, without rebuilding the stubs;
-//! - [`Supervisor::subscribe`] reports what happens ([`SupervisorEvent`]).
-//!
-//! ```no_run
-//! use rpcplugin_client::{PluginClient, RestartPolicy, Supervisor, SupervisorOptions};
-//!
-//! # async fn example() -> rpcplugin_client::Result<()> {
-//! let builder = PluginClient::builder("./kv_plugin").handshake("BASIC_PLUGIN", "hello");
-//! let supervisor = Supervisor::start(
-//!     builder,
-//!     SupervisorOptions::new(RestartPolicy::OnFailure),
-//! )
-//! .await?;
-//! let channel = supervisor.channel(); // give this to your generated clients
-//! let mut events = supervisor.subscribe();
-//! tokio::spawn(async move {
-//!     while let Ok(event) = events.recv().await {
-//!         eprintln!("plugin: {event:?}");
-//!     }
-//! });
-//! # let _ = channel;
-//! supervisor.stop().await?;
-//! # Ok(()) }
-//! ```
+//! Keeping a plugin running: [`Supervisor`] and its options and events.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
@@ -180,7 +146,41 @@ pub enum SupervisorEvent {
     Stopped,
 }
 
-/// A supervised plugin. See the [module docs](self).
+/// Keeping a plugin running: restarts with backoff, a crash-loop limit, liveness
+/// checks, and one channel that outlives every restart.
+///
+/// go-plugin leaves a crashed plugin dead; its users restart by hand and rebuild their
+/// stubs. A [`Supervisor`] does it for them:
+///
+/// - it starts the plugin, and after an exit (or a failed liveness check) starts it
+///   again according to its [`RestartPolicy`], waiting an exponential backoff with
+///   jitter between attempts, and gives up after too many restarts in a window;
+/// - [`Supervisor::channel`] is one tonic channel for the supervisor's whole life:
+///   calls fail with `Unavailable` while the plugin is down and work again once it is
+///   back, without rebuilding the stubs;
+/// - [`Supervisor::subscribe`] reports what happens ([`SupervisorEvent`]).
+///
+/// ```no_run
+/// use rpcplugin_client::{PluginClient, RestartPolicy, Supervisor, SupervisorOptions};
+///
+/// # async fn example() -> rpcplugin_client::Result<()> {
+/// let builder = PluginClient::builder("./kv_plugin").handshake("BASIC_PLUGIN", "hello");
+/// let supervisor = Supervisor::start(
+///     builder,
+///     SupervisorOptions::new(RestartPolicy::OnFailure),
+/// )
+/// .await?;
+/// let channel = supervisor.channel(); // give this to your generated clients
+/// let mut events = supervisor.subscribe();
+/// tokio::spawn(async move {
+///     while let Ok(event) = events.recv().await {
+///         eprintln!("plugin: {event:?}");
+///     }
+/// });
+/// # let _ = channel;
+/// supervisor.stop().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Supervisor {
     channel: Channel,
