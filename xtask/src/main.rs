@@ -10,6 +10,7 @@
 
 mod bench;
 mod codegen;
+mod configdoc;
 mod fuzz;
 mod interop;
 
@@ -23,7 +24,8 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("codegen") => {
             let check = args.iter().any(|a| a == "--check");
-            codegen::run(&root, check)
+            codegen::run(&root, check)?;
+            configdoc::run(&root, check)
         }
         Some("interop") => interop::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &args[1..]),
@@ -33,7 +35,7 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 codegen [--check]   regenerate the committed gRPC code (or fail if stale)\n  \
+                 codegen [--check]   regenerate the committed gRPC code and docs/configuration.md (or fail if stale)\n  \
                  interop [go|python] run the examples against go-plugin and pyvider peers\n  \
                  bench [--seconds N] [--rounds R] [--record]\n                      \
                  the benchmark matrix in release, with ratios\n  \
@@ -73,6 +75,7 @@ fn run_cmd(dir: &Path, program: &str, args: &[&str], envs: &[(&str, &str)]) -> R
 fn ci(root: &Path) -> Result<()> {
     run_cmd(root, "cargo", &["fmt", "--all", "--", "--check"], &[])?;
     codegen::run(root, true)?;
+    configdoc::run(root, true)?;
     run_cmd(
         root,
         "cargo",

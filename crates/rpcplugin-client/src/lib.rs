@@ -379,6 +379,7 @@ pub struct Builder {
     tls: tls::TlsOptions,
     checksum: Option<Sha256>,
     limits: ResourceLimits,
+    config_file: Option<PathBuf>,
 }
 
 impl Builder {
@@ -398,6 +399,7 @@ impl Builder {
             tls: tls::TlsOptions::default(),
             checksum: None,
             limits: ResourceLimits::default(),
+            config_file: None,
         }
     }
 
@@ -521,6 +523,13 @@ impl Builder {
         self
     }
 
+    /// Reads settings from this file (TOML, YAML or JSON) instead of the one named
+    /// by `PLUGIN_CONFIG_FILE`; environment variables still override it.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -533,7 +542,7 @@ impl Builder {
             .environment
             .clone()
             .unwrap_or_else(Environment::capture);
-        let settings = Settings::from_environment(&env)?;
+        let settings = Settings::from_sources(&env, self.config_file.as_deref())?;
         let name = self.name.clone().unwrap_or_else(|| {
             std::path::Path::new(&self.program)
                 .file_name()
@@ -562,10 +571,17 @@ impl Builder {
             None => self.program.clone(),
         };
 
-        let socket_dir = SocketDir::create(None, None)?;
+        let socket_dir = SocketDir::create(
+            settings.unix_socket_dir.as_deref(),
+            settings.unix_socket_group.as_deref(),
+        )?;
         let mut plugin_env = PluginEnv::new(MagicCookie::new(key, value)?);
         plugin_env.protocol_versions = self.versions.clone();
         plugin_env.unix_socket_dir = Some(socket_dir.path().to_owned());
+        plugin_env.unix_socket_group = settings.unix_socket_group.clone();
+        if let (Some(min), Some(max)) = (settings.min_port, settings.max_port) {
+            plugin_env.port_range = Some((min, max));
+        }
         plugin_env.client_cert_pem = host_tls.client_cert_pem();
 
         let mut command = Command::new(&program);
@@ -638,7 +654,9 @@ impl Builder {
             .map_err(|err| client.with_line_context(err, &line))?;
         client.tls = dial.is_some();
         let pinned = dial.as_ref().is_some_and(|d| d.pinned);
-        client.channel = client.connect(dial).await?;
+        client.channel = client
+            .connect(dial, Connection::from_settings(&settings))
+            .await?;
         client.check_health(pinned).await?;
         Ok(client)
     }
@@ -790,10 +808,15 @@ impl PluginClient {
         err.with_hint(hint)
     }
 
-    async fn connect(&mut self, dial: Option<tls::Dial>) -> Result<Channel> {
+    async fn connect(
+        &mut self,
+        dial: Option<tls::Dial>,
+        connection: Connection,
+    ) -> Result<Channel> {
         let target = Target {
             endpoint: self.handshake.endpoint.clone(),
             dial: dial.map(Arc::new),
+            connection,
         };
         self.target = Some(target.clone());
         let pinned = target.pinned();
@@ -859,6 +882,39 @@ impl PluginClient {
 pub(crate) struct Target {
     pub(crate) endpoint: Endpoint,
     pub(crate) dial: Option<Arc<tls::Dial>>,
+    pub(crate) connection: Connection,
+}
+
+/// How channels to a plugin connect and keep their connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Connection {
+    pub(crate) timeout: Duration,
+    pub(crate) keepalive: Option<(Duration, Duration)>,
+}
+
+impl Connection {
+    fn from_settings(settings: &Settings) -> Self {
+        Self {
+            timeout: settings.connection_timeout,
+            keepalive: settings
+                .grpc_keepalive_time
+                .map(|time| (time, settings.grpc_keepalive_timeout)),
+        }
+    }
+
+    /// A tonic endpoint with these settings. The authority must be a host name:
+    /// h2 rejects a socket path there.
+    pub(crate) fn endpoint(&self) -> tonic::transport::Endpoint {
+        let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_timeout(self.timeout);
+        match self.keepalive {
+            Some((interval, timeout)) => endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(true),
+            None => endpoint,
+        }
+    }
 }
 
 impl std::fmt::Debug for Target {
@@ -866,6 +922,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("endpoint", &self.endpoint)
             .field("tls", &self.dial.is_some())
+            .field("connection", &self.connection)
             .finish()
     }
 }
@@ -897,15 +954,12 @@ impl Target {
 
     /// A connected channel to this target.
     async fn channel(self) -> std::result::Result<Channel, tonic::transport::Error> {
+        let endpoint = self.connection.endpoint();
         let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
             let target = self.clone();
             async move { target.connect().await }
         });
-        // The authority must be a host name: h2 rejects a socket path there.
-        tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_timeout(Duration::from_secs(5))
-            .connect_with_connector(connector)
-            .await
+        endpoint.connect_with_connector(connector).await
     }
 }
 

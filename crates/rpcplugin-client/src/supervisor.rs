@@ -204,7 +204,12 @@ impl Supervisor {
             pid: first.pid(),
             restarts: 0,
         });
-        let channel = supervised_channel(target.clone());
+        let connection = first
+            .target
+            .as_ref()
+            .map(|t| t.connection)
+            .expect("a started client has a target");
+        let channel = supervised_channel(target.clone(), connection);
         let (stop_tx, stop_rx) = oneshot::channel();
         let run = Run {
             builder,
@@ -268,7 +273,10 @@ impl Drop for Supervisor {
 }
 
 /// A lazily connecting channel that dials whichever instance is current.
-fn supervised_channel(target: Arc<RwLock<Option<Target>>>) -> Channel {
+fn supervised_channel(
+    target: Arc<RwLock<Option<Target>>>,
+    connection: crate::Connection,
+) -> Channel {
     let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
         let current = target.read().unwrap_or_else(|e| e.into_inner()).clone();
         async move {
@@ -283,9 +291,7 @@ fn supervised_channel(target: Arc<RwLock<Option<Target>>>) -> Channel {
             }
         }
     });
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector_lazy(connector)
+    connection.endpoint().connect_with_connector_lazy(connector)
 }
 
 struct Run {

@@ -137,6 +137,35 @@ fn parse_size(s: &str) -> Option<usize> {
     n.checked_mul(factor)
 }
 
+/// A TCP port, 1 to 65535, as a number or a string of digits.
+pub(crate) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u16;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a TCP port from 1 to 65535")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
+            u16::try_from(v)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
+            u64::try_from(v)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u16, E> {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                .and_then(|n| self.visit_u64(n))
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// A boolean as people write it: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
 pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     struct V;

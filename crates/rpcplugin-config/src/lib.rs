@@ -34,5 +34,6 @@ mod settings;
 
 pub use environment::Environment;
 pub use settings::{
-    DEFAULT_HOST_MAX_MESSAGE_SIZE, DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, ENV_PREFIX, Settings,
+    DEFAULT_HOST_MAX_MESSAGE_SIZE, DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, ENV_PREFIX, KEYS,
+    PROTOCOL_VARIABLES, Settings, UnknownVariable, unknown_variables,
 };

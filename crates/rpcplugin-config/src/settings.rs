@@ -5,6 +5,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use rpcplugin_core::{Error, ErrorKind, Network, Result};
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Every setting's environment variable is this prefix plus its name in capitals.
@@ -26,7 +27,7 @@ pub const DEFAULT_HOST_MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
 /// `PLUGIN_HANDSHAKE_TIMEOUT`); the builders of the server and client crates then
 /// apply values set in code on top.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
     /// Overrides the magic cookie's variable name set in code
@@ -91,7 +92,74 @@ pub struct Settings {
     /// (`PLUGIN_SERVER_ROOT_CERTS`). Without it the host trusts exactly the
     /// certificate the plugin announced in its handshake line.
     pub server_root_certs: Option<String>,
+    /// Host side: the directory in which the host makes each plugin's private
+    /// socket directory (`PLUGIN_UNIX_SOCKET_DIR`, default the temp dir). Must exist.
+    pub unix_socket_dir: Option<std::path::PathBuf>,
+    /// Host side: a group (name or gid) that may use the plugins' sockets
+    /// (`PLUGIN_UNIX_SOCKET_GROUP`): their directories become 0770 and the sockets 0660.
+    pub unix_socket_group: Option<String>,
+    /// Host side: the lowest TCP port a plugin may listen on (`PLUGIN_MIN_PORT`;
+    /// with `max_port`; unset lets the OS choose, go-plugin hosts send 10000).
+    #[serde(deserialize_with = "opt_port")]
+    pub min_port: Option<u16>,
+    /// Host side: the highest TCP port a plugin may listen on (`PLUGIN_MAX_PORT`;
+    /// go-plugin hosts send 25000).
+    #[serde(deserialize_with = "opt_port")]
+    pub max_port: Option<u16>,
+    /// Host side: how long connecting to the announced address may take, TLS
+    /// included (`PLUGIN_CONNECTION_TIMEOUT`, default 5 s).
+    #[serde(with = "duration_serde")]
+    pub connection_timeout: Duration,
+    /// Host side: send an HTTP/2 keepalive PING after this much idle time
+    /// (`PLUGIN_GRPC_KEEPALIVE_TIME`; unset: no keepalive, the connection is local).
+    #[serde(with = "opt_duration_serde")]
+    pub grpc_keepalive_time: Option<Duration>,
+    /// Host side: how long a keepalive PING may go unanswered before the connection
+    /// counts as dead (`PLUGIN_GRPC_KEEPALIVE_TIMEOUT`, default 20 s).
+    #[serde(with = "duration_serde")]
+    pub grpc_keepalive_timeout: Duration,
+    /// Plugin side: the log filter of `rpcplugin_server::logging::init` when
+    /// `RUST_LOG` is unset (`PLUGIN_LOG_LEVEL`: `info`, `debug`, or a tracing
+    /// filter such as `info,my_plugin=debug`; default `info`).
+    pub log_level: Option<String>,
 }
+
+/// Every setting's key: the field names of [`Settings`], in order. Their
+/// environment variables are [`ENV_PREFIX`] plus the key in capitals.
+pub const KEYS: &[&str] = &[
+    "magic_cookie_key",
+    "magic_cookie_value",
+    "server_transports",
+    "client_transports",
+    "handshake_timeout",
+    "shutdown_grace",
+    "grpc_max_receive_message_size",
+    "grpc_max_send_message_size",
+    "ignore_sigint",
+    "auto_mtls",
+    "server_cert",
+    "server_key",
+    "client_root_certs",
+    "client_cert",
+    "client_key",
+    "server_root_certs",
+    "unix_socket_dir",
+    "unix_socket_group",
+    "min_port",
+    "max_port",
+    "connection_timeout",
+    "grpc_keepalive_time",
+    "grpc_keepalive_timeout",
+    "log_level",
+];
+
+/// `PLUGIN_*` variables that are not settings but part of the protocol (what a
+/// host tells its plugin, or the config file's path): never "unknown".
+pub const PROTOCOL_VARIABLES: &[&str] = &[
+    "PLUGIN_PROTOCOL_VERSIONS",
+    "PLUGIN_MULTIPLEX_GRPC",
+    "PLUGIN_CONFIG_FILE",
+];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -112,21 +180,94 @@ impl Default for Settings {
             client_cert: None,
             client_key: None,
             server_root_certs: None,
+            unix_socket_dir: None,
+            unix_socket_group: None,
+            min_port: None,
+            max_port: None,
+            connection_timeout: Duration::from_secs(5),
+            grpc_keepalive_time: None,
+            grpc_keepalive_timeout: Duration::from_secs(20),
+            log_level: None,
         }
     }
 }
 
 impl Settings {
-    /// Defaults < the process's `PLUGIN_*` environment variables.
+    /// Defaults < the config file named by `PLUGIN_CONFIG_FILE`, if any < the
+    /// process's `PLUGIN_*` environment variables.
     pub fn load() -> Result<Self> {
         Self::from_environment(&Environment::capture())
     }
 
-    /// Defaults < the `PLUGIN_*` variables of `env`.
+    /// Defaults < the config file named by `PLUGIN_CONFIG_FILE` in `env`, if any <
+    /// the `PLUGIN_*` variables of `env`.
     pub fn from_environment(env: &Environment) -> Result<Self> {
-        let figment = Figment::from(figment::providers::Serialized::defaults(Self::default()))
-            .merge(EnvProvider::new(env));
-        figment.extract().map_err(config_error)
+        Self::from_sources(env, None)
+    }
+
+    /// Defaults < a config file < the `PLUGIN_*` variables of `env`. The file is
+    /// `file` when given (a path set in code), else `PLUGIN_CONFIG_FILE`; TOML, YAML
+    /// or JSON by its extension, with the settings' keys (`handshake_timeout = "5s"`).
+    ///
+    /// Unknown `PLUGIN_*` variables are logged as warnings, with the setting they
+    /// were probably meant to be; unknown keys in a file are errors.
+    ///
+    /// # Errors
+    ///
+    /// `config.invalid_value` naming the key and where it came from (the variable,
+    /// or the file and line) with what was expected; `config.file_not_found`,
+    /// `config.file_format`, `config.unknown_key`, `config.port_range`.
+    pub fn from_sources(env: &Environment, file: Option<&Path>) -> Result<Self> {
+        for unknown in unknown_variables(env) {
+            match unknown.suggestion {
+                Some(known) => tracing::warn!(
+                    variable = %unknown.name,
+                    "unknown setting {}; did you mean {known}?",
+                    unknown.name
+                ),
+                None => {
+                    tracing::warn!(variable = %unknown.name, "unknown setting {}", unknown.name)
+                }
+            }
+        }
+        let (file, file_origin) = match file {
+            Some(path) => (Some(path.to_owned()), "given in code"),
+            None => (
+                env.get("PLUGIN_CONFIG_FILE")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
+                "named by PLUGIN_CONFIG_FILE",
+            ),
+        };
+        let mut figment = Figment::from(figment::providers::Serialized::defaults(Self::default()));
+        if let Some(path) = &file {
+            figment = figment.merge(file_provider(path, file_origin)?);
+        }
+        let settings: Self = figment
+            .merge(EnvProvider::new(env))
+            .extract()
+            .map_err(|e| config_error(e, file.as_deref()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what no single value can: the port range.
+    fn validate(&self) -> Result<()> {
+        match (self.min_port, self.max_port) {
+            (Some(min), Some(max)) if min > max => Err(Error::new(
+                ErrorKind::Config,
+                "config.port_range",
+                format!("PLUGIN_MIN_PORT ({min}) is above PLUGIN_MAX_PORT ({max})"),
+            )
+            .with_hint("swap them, or unset both to let the system choose a port")),
+            (Some(_), None) | (None, Some(_)) => Err(Error::new(
+                ErrorKind::Config,
+                "config.port_range",
+                "only one of PLUGIN_MIN_PORT and PLUGIN_MAX_PORT is set",
+            )
+            .with_hint("set both (go-plugin hosts use 10000 and 25000), or neither")),
+            _ => Ok(()),
+        }
     }
 
     /// The magic cookie as `(key, value)`: the one set in code if any, else
@@ -146,32 +287,200 @@ impl Settings {
     }
 }
 
-/// Turns figment's error into ours: it names the key, the variable and what was expected.
-fn config_error(err: figment::Error) -> Error {
+/// An unknown `PLUGIN_*` variable, and the setting it most likely meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    /// The variable as set.
+    pub name: String,
+    /// The closest setting's variable, when one is close (a typo).
+    pub suggestion: Option<String>,
+}
+
+/// The `PLUGIN_*` variables of `env` that are neither settings nor part of the
+/// protocol (the host-to-plugin variables), with a suggestion for typos.
+pub fn unknown_variables(env: &Environment) -> Vec<UnknownVariable> {
+    let known: Vec<String> = KEYS
+        .iter()
+        .map(|k| format!("{ENV_PREFIX}{}", k.to_ascii_uppercase()))
+        .collect();
+    env.with_prefix(ENV_PREFIX)
+        .map(|(name, _)| name)
+        .filter(|name| {
+            !known.iter().any(|k| k == name)
+                && !PROTOCOL_VARIABLES.contains(name)
+                && !HOST_TO_PLUGIN_VARIABLES.contains(name)
+        })
+        .map(|name| UnknownVariable {
+            name: name.to_owned(),
+            suggestion: closest(name, known.iter().map(String::as_str)),
+        })
+        .collect()
+}
+
+/// Variables a host passes to its plugin that are not settings of the plugin.
+const HOST_TO_PLUGIN_VARIABLES: &[&str] = &["PLUGIN_CLIENT_CERT"];
+
+/// The candidate within a small edit distance of `name`, if any.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, c)| *d <= 3.min(c.len() / 4).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_owned())
+}
+
+/// Levenshtein distance over bytes (names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current[j + 1] = substitute.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// The file's provider, by extension; a missing file or an unknown extension is
+/// an error rather than silently no settings.
+fn file_provider(path: &Path, origin: &str) -> Result<AnyFormat> {
+    use figment::providers::{Format as _, Json, Toml, Yaml};
+    if !path.is_file() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "config.file_not_found",
+            format!("config file {} ({origin}) does not exist", path.display()),
+        )
+        .with_hint("check the path, or unset PLUGIN_CONFIG_FILE"));
+    }
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("toml") => Ok(AnyFormat::Toml(Toml::file_exact(path))),
+        Some("yaml" | "yml") => Ok(AnyFormat::Yaml(Yaml::file_exact(path))),
+        Some("json") => Ok(AnyFormat::Json(Json::file_exact(path))),
+        _ => Err(Error::new(
+            ErrorKind::Config,
+            "config.file_format",
+            format!(
+                "config file {} ({origin}) is not .toml, .yaml, .yml or .json",
+                path.display()
+            ),
+        )
+        .with_hint("name the file after its format: plugin.toml, plugin.yaml or plugin.json")),
+    }
+}
+
+/// Turns figment's error into ours: the key, where its value came from (the
+/// variable, or the file and line), and what was expected.
+fn config_error(err: figment::Error, file: Option<&Path>) -> Error {
     let first = err.clone().into_iter().next();
-    let (variable, detail) = match &first {
-        Some(e) => {
-            let var = e
-                .path
-                .first()
-                .map(|key| format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()));
-            (var, e.kind.to_string())
+    let Some(first) = first else {
+        return Error::new(
+            ErrorKind::Config,
+            "config.invalid_value",
+            format!("invalid configuration: {err}"),
+        )
+        .with_hint("see docs/configuration.md for the accepted values")
+        .with_source(err);
+    };
+    let from_file = first
+        .metadata
+        .as_ref()
+        .and_then(|m| m.source.as_ref())
+        .and_then(|s| s.file_path())
+        .map(Path::to_owned)
+        .or_else(|| {
+            // Unknown keys are reported without metadata; only a file can have them.
+            matches!(first.kind, figment::error::Kind::UnknownField(..))
+                .then(|| file.map(Path::to_owned))
+                .flatten()
+        });
+    let key = match &first.kind {
+        figment::error::Kind::UnknownField(name, _) => name.clone(),
+        _ => first.path.first().cloned().unwrap_or_default(),
+    };
+    let (code, detail) = match &first.kind {
+        figment::error::Kind::UnknownField(name, _) => {
+            let suggestion = closest(name, KEYS.iter().copied())
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            (
+                "config.unknown_key",
+                format!("unknown setting `{name}`{suggestion}"),
+            )
         }
-        None => (None, err.to_string()),
+        kind => ("config.invalid_value", kind.to_string()),
     };
-    let message = match &variable {
-        Some(var) => format!("invalid value for {var}: {detail}"),
-        None => format!("invalid configuration: {detail}"),
-    };
-    let hint = match &variable {
-        Some(var) => {
-            format!("fix or unset {var}; see docs/configuration.md for the accepted values")
+    let (message, hint) = match &from_file {
+        Some(path) => {
+            let line = line_of(path, &key)
+                .map(|n| format!(" line {n}"))
+                .unwrap_or_default();
+            (
+                format!("{}{line}: `{key}`: {detail}", path.display()),
+                format!(
+                    "fix `{key}` in {}; see docs/configuration.md for the keys and their values",
+                    path.display()
+                ),
+            )
         }
-        None => "see docs/configuration.md for the accepted values".to_owned(),
+        None => {
+            let var = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+            (
+                format!("invalid value for {var} (environment variable): {detail}"),
+                format!("fix or unset {var}; see docs/configuration.md for the accepted values"),
+            )
+        }
     };
-    Error::new(ErrorKind::Config, "config.invalid_value", message)
+    Error::new(ErrorKind::Config, code, message)
         .with_hint(hint)
         .with_source(err)
+}
+
+/// The first line of a config file that sets `key` (TOML `key =`, YAML `key:`,
+/// JSON `"key":`), 1-based.
+fn line_of(path: &Path, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start().trim_start_matches('"');
+            line.strip_prefix(key).is_some_and(|rest| {
+                let rest = rest.trim_start_matches('"').trim_start();
+                rest.starts_with('=') || rest.starts_with(':')
+            })
+        })
+        .map(|i| i + 1)
+}
+
+/// One of figment's file formats, chosen at run time.
+enum AnyFormat {
+    Toml(figment::providers::Data<figment::providers::Toml>),
+    Yaml(figment::providers::Data<figment::providers::Yaml>),
+    Json(figment::providers::Data<figment::providers::Json>),
+}
+
+impl Provider for AnyFormat {
+    fn metadata(&self) -> Metadata {
+        match self {
+            Self::Toml(p) => p.metadata(),
+            Self::Yaml(p) => p.metadata(),
+            Self::Json(p) => p.metadata(),
+        }
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        match self {
+            Self::Toml(p) => p.data(),
+            Self::Yaml(p) => p.data(),
+            Self::Json(p) => p.data(),
+        }
+    }
 }
 
 /// Serves the `PLUGIN_*` variables of an [`Environment`] to figment as raw strings
@@ -186,12 +495,11 @@ impl EnvProvider {
         let dict = env
             .with_prefix(ENV_PREFIX)
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| {
-                (
-                    k[ENV_PREFIX.len()..].to_ascii_lowercase(),
-                    Value::from(v.to_owned()),
-                )
-            })
+            .map(|(k, v)| (k[ENV_PREFIX.len()..].to_ascii_lowercase(), v))
+            // Only settings: the protocol's own variables and unknown ones (warned
+            // about) are not this provider's business.
+            .filter(|(k, _)| KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k, Value::from(v.to_owned())))
             .collect();
         Self { dict }
     }
@@ -229,10 +537,41 @@ fn opt_networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Net
     Ok(Option::<List>::deserialize(d)?.map(|l| l.0))
 }
 
+fn opt_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    struct Port(#[serde(deserialize_with = "de::port")] u16);
+    Ok(Option::<Port>::deserialize(d)?.map(|p| p.0))
+}
+
 fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     #[derive(Deserialize)]
     struct Size(#[serde(deserialize_with = "de::size")] usize);
     Ok(Option::<Size>::deserialize(d)?.map(|s| s.0))
+}
+
+/// Optional durations: absent, or as [`duration_serde`].
+mod opt_duration_serde {
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Wrapped(#[serde(deserialize_with = "crate::de::duration")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+    }
+
+    use serde::Deserialize;
 }
 
 /// Durations serialize as fractional seconds and deserialize from seconds or units.
@@ -271,8 +610,8 @@ mod tests {
             ("PLUGIN_MAGIC_COOKIE_VALUE", "123"),
             ("PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE", "8MiB"),
             ("PLUGIN_IGNORE_SIGINT", "false"),
-            // host-to-plugin contract variables are not settings and are ignored here
             ("PLUGIN_MIN_PORT", "10000"),
+            ("PLUGIN_MAX_PORT", "25000"),
             ("PLUGIN_AUTO_MTLS", "false"),
             ("PLUGIN_SERVER_CERT", "file:///etc/plugin/cert.pem"),
             ("PLUGIN_CLIENT_KEY", "/etc/host/key.pem"),
@@ -333,6 +672,153 @@ mod tests {
         );
         let half = Settings::from_vars([("PLUGIN_MAGIC_COOKIE_KEY", "K")]).unwrap();
         assert_eq!(half.magic_cookie(None), None);
+    }
+
+    #[test]
+    fn keys_are_exactly_the_fields() {
+        let value = figment::value::Value::serialize(Settings::default()).unwrap();
+        let dict = value.into_dict().unwrap();
+        let mut fields: Vec<&str> = dict.keys().map(String::as_str).collect();
+        let mut keys = KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+    }
+
+    fn config_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn file_then_environment_then_code_in_that_order() {
+        let (_dir, path) = config_file(
+            "plugin.toml",
+            "handshake_timeout = \"5s\"\nshutdown_grace = 3\nserver_transports = [\"tcp\"]\nmin_port = 10000\nmax_port = 25000\n",
+        );
+        let path_text = path.display().to_string();
+        let env = Environment::from_pairs([
+            ("PLUGIN_CONFIG_FILE", path_text.as_str()),
+            ("PLUGIN_HANDSHAKE_TIMEOUT", "7s"),
+        ]);
+        let s = Settings::from_environment(&env).unwrap();
+        assert_eq!(
+            s.handshake_timeout,
+            Duration::from_secs(7),
+            "env beats file"
+        );
+        assert_eq!(
+            s.shutdown_grace,
+            Duration::from_secs(3),
+            "file beats default"
+        );
+        assert_eq!(s.server_transports, Some(vec![Network::Tcp]));
+        assert_eq!((s.min_port, s.max_port), (Some(10000), Some(25000)));
+        assert_eq!(s.connection_timeout, Duration::from_secs(5), "default");
+        // A file given in code replaces PLUGIN_CONFIG_FILE.
+        let (_dir2, other) = config_file("other.json", r#"{"shutdown_grace": "250ms"}"#);
+        let s = Settings::from_sources(&env, Some(&other)).unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_millis(250));
+        assert_eq!(s.handshake_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn yaml_and_json_files_work_too() {
+        let (_d1, yaml) = config_file("p.yaml", "auto_mtls: false\nlog_level: debug\n");
+        let s = Settings::from_sources(&Environment::default(), Some(&yaml)).unwrap();
+        assert!(!s.auto_mtls);
+        assert_eq!(s.log_level.as_deref(), Some("debug"));
+        let (_d2, json) = config_file("p.json", r#"{"grpc_keepalive_time": 30}"#);
+        let s = Settings::from_sources(&Environment::default(), Some(&json)).unwrap();
+        assert_eq!(s.grpc_keepalive_time, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_bad_value_in_a_file_names_the_file_and_the_line() {
+        let (_dir, path) = config_file(
+            "plugin.toml",
+            "# tuning\nshutdown_grace = 1\nhandshake_timeout = \"ten\"\n",
+        );
+        let err = Settings::from_sources(&Environment::default(), Some(&path)).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.code(), "config.invalid_value");
+        assert!(
+            text.contains(&format!("{} line 3", path.display())),
+            "{text}"
+        );
+        assert!(text.contains("`handshake_timeout`"), "{text}");
+        assert!(text.contains("duration"), "{text}");
+        assert!(err.hint().unwrap().contains("handshake_timeout"));
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_file_is_an_error_with_a_suggestion() {
+        let (_dir, path) = config_file("plugin.yaml", "handshake_timout: 5\n");
+        let err = Settings::from_sources(&Environment::default(), Some(&path)).unwrap_err();
+        assert_eq!(err.code(), "config.unknown_key");
+        let text = err.to_string();
+        assert!(text.contains("did you mean `handshake_timeout`?"), "{text}");
+        assert!(text.contains("line 1"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_or_unknown_format_file_is_explained() {
+        let env = Environment::from_pairs([("PLUGIN_CONFIG_FILE", "/nonexistent/plugin.toml")]);
+        let err = Settings::from_environment(&env).unwrap_err();
+        assert_eq!(err.code(), "config.file_not_found");
+        assert!(err.to_string().contains("PLUGIN_CONFIG_FILE"), "{err}");
+        let (_dir, path) = config_file("plugin.ini", "x=1");
+        let err = Settings::from_sources(&Environment::default(), Some(&path)).unwrap_err();
+        assert_eq!(err.code(), "config.file_format");
+        assert!(err.hint().unwrap().contains("plugin.toml"));
+    }
+
+    #[test]
+    fn an_inverted_or_half_port_range_is_refused() {
+        let err = Settings::from_vars([("PLUGIN_MIN_PORT", "25000"), ("PLUGIN_MAX_PORT", "10000")])
+            .unwrap_err();
+        assert_eq!(err.code(), "config.port_range");
+        assert_eq!(
+            err.to_string(),
+            "PLUGIN_MIN_PORT (25000) is above PLUGIN_MAX_PORT (10000)"
+        );
+        assert!(err.hint().unwrap().contains("swap"));
+        let err = Settings::from_vars([("PLUGIN_MIN_PORT", "10000")]).unwrap_err();
+        assert!(err.to_string().contains("only one"), "{err}");
+        let err = Settings::from_vars([("PLUGIN_MAX_PORT", "70000")]).unwrap_err();
+        assert!(err.to_string().contains("PLUGIN_MAX_PORT"), "{err}");
+    }
+
+    #[test]
+    fn unknown_variables_get_a_did_you_mean() {
+        let env = Environment::from_pairs([
+            ("PLUGIN_HANDSHAKE_TIMOUT", "5"),
+            ("PLUGIN_AUTOMTLS", "false"),
+            ("PLUGIN_WHATEVER_THIS_IS", "1"),
+            ("PLUGIN_PROTOCOL_VERSIONS", "1"),
+            ("PLUGIN_CLIENT_CERT", "pem"),
+            ("PLUGIN_HANDSHAKE_TIMEOUT", "5"),
+            ("HOME", "/root"),
+        ]);
+        let unknown = unknown_variables(&env);
+        let find = |name: &str| unknown.iter().find(|u| u.name == name).cloned();
+        assert_eq!(
+            find("PLUGIN_HANDSHAKE_TIMOUT")
+                .unwrap()
+                .suggestion
+                .as_deref(),
+            Some("PLUGIN_HANDSHAKE_TIMEOUT")
+        );
+        assert_eq!(
+            find("PLUGIN_AUTOMTLS").unwrap().suggestion.as_deref(),
+            Some("PLUGIN_AUTO_MTLS")
+        );
+        assert_eq!(find("PLUGIN_WHATEVER_THIS_IS").unwrap().suggestion, None);
+        assert_eq!(unknown.len(), 3, "{unknown:?}");
+        // Unknown variables are warnings, not errors.
+        assert!(Settings::from_environment(&env).is_ok());
     }
 
     #[test]

@@ -204,6 +204,7 @@ pub struct Builder {
     drain_timeout: Option<Duration>,
     environment: Option<Environment>,
     tls: tls::TlsOptions,
+    config_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Builder {
@@ -220,6 +221,7 @@ impl Default for Builder {
             drain_timeout: None,
             environment: None,
             tls: tls::TlsOptions::default(),
+            config_file: None,
         }
     }
 }
@@ -345,6 +347,13 @@ impl Builder {
         self
     }
 
+    /// Reads settings from this file (TOML, YAML or JSON) instead of the one named
+    /// by `PLUGIN_CONFIG_FILE`; environment variables still override it.
+    pub fn config_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
     /// Uses this environment instead of the process's (for embedding and tests).
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -403,7 +412,7 @@ impl Builder {
     /// first, before any socket exists.
     fn prepare(self) -> Result<Prepared> {
         let env = self.environment.unwrap_or_else(Environment::capture);
-        let settings = Settings::from_environment(&env)?;
+        let settings = Settings::from_sources(&env, self.config_file.as_deref())?;
         let Some((key, value)) = settings.magic_cookie(self.cookie) else {
             return Err(Error::new(
                 ErrorKind::Config,

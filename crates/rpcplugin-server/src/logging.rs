@@ -45,11 +45,11 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// The filter used when `RUST_LOG` is unset or invalid.
+/// The filter used when `RUST_LOG` and `PLUGIN_LOG_LEVEL` are unset or invalid.
 pub const DEFAULT_FILTER: &str = "info";
 
 /// Installs a global subscriber that writes hclog JSON on stderr, filtered by
-/// `RUST_LOG` (default [`DEFAULT_FILTER`]).
+/// `RUST_LOG`, else `PLUGIN_LOG_LEVEL` (default [`DEFAULT_FILTER`]).
 ///
 /// An invalid `RUST_LOG` falls back to the default and says so in a warning. Does
 /// nothing if the program has installed a global subscriber already.
@@ -57,9 +57,14 @@ pub fn init() {
     init_from(&Environment::capture());
 }
 
-/// [`init`] reading `RUST_LOG` from `environment` instead of the process's.
+/// [`init`] reading `RUST_LOG` (else `PLUGIN_LOG_LEVEL`) from `environment` instead
+/// of the process's.
 pub fn init_from(environment: &Environment) {
-    let (filter, invalid) = filter_from(environment.get("RUST_LOG"));
+    let value = environment
+        .get("RUST_LOG")
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| environment.get("PLUGIN_LOG_LEVEL"));
+    let (filter, invalid) = filter_from(value);
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(HclogLayer::new())
