@@ -1,0 +1,30 @@
+//! The teaching examples run and show what they claim.
+
+mod common;
+
+#[test]
+fn error_handling_shows_one_error_of_each_kind_with_hints() {
+    let output = std::process::Command::new(common::example("error_handling"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "kind process, code process.spawn",
+        "kind config, code config.missing_cookie",
+        "kind handshake, code handshake.unrecognized_line",
+        "kind timeout, code handshake.timeout",
+        "kind security, code security.plaintext_handshake",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}");
+    }
+    assert!(
+        stdout.matches("|   hint: ").count() >= 5,
+        "every error has a hint"
+    );
+}
