@@ -301,5 +301,14 @@ fn write_record(doc: &Path, table: &str, rounds: usize, seconds: &str) -> Result
          without CPU jitter entropy (`.cargo/config.toml`): with it, the first random byte \
          of each process costs about 60 ms. See docs/security.md.\n"
     );
-    std::fs::write(doc, text).with_context(|| format!("cannot write {}", doc.display()))
+    // Notes written by hand below the marker survive a new record.
+    let kept = std::fs::read_to_string(doc)
+        .ok()
+        .and_then(|old| old.find(MARKER).map(|i| old[i..].to_owned()))
+        .unwrap_or_else(|| format!("{MARKER}\n"));
+    std::fs::write(doc, format!("{text}\n{kept}"))
+        .with_context(|| format!("cannot write {}", doc.display()))
 }
+
+/// Everything from this line on in docs/performance.md is kept by `--record`.
+const MARKER: &str = "<!-- notes below are kept by cargo xtask bench --record -->";
