@@ -6,6 +6,9 @@
 //! cargo bench --bench micro
 //! ```
 
+// criterion's macros generate the entry points, without docs.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use rpcplugin::Endpoint;
 use rpcplugin::client::logline;
