@@ -10,8 +10,10 @@
 //! 3. binds a Unix socket in a private directory (or loopback TCP), honouring
 //!    `PLUGIN_UNIX_SOCKET_DIR`, `PLUGIN_UNIX_SOCKET_GROUP`, `PLUGIN_MIN_PORT`/`MAX_PORT`;
 //! 4. serves your services plus `grpc.health.v1.Health` (`"plugin"` is SERVING),
-//!    `plugin.GRPCController` and gRPC reflection;
-//! 5. prints the handshake line on stdout once it accepts connections;
+//!    `plugin.GRPCController`, `plugin.GRPCStdio` and gRPC reflection;
+//! 5. prints the handshake line on stdout once it accepts connections, then captures
+//!    stdout (file descriptor 1: `println!`, C libraries, child processes) and streams
+//!    it to the host over `plugin.GRPCStdio` (see [`Builder::capture_stderr`]);
 //! 6. stops gracefully on `GRPCController.Shutdown` (after replying), on SIGTERM, and
 //!    when its host process is gone, removing its socket.
 //!
@@ -63,6 +65,7 @@ mod controller;
 mod health;
 mod incoming;
 pub mod logging;
+mod stdio;
 mod tls;
 
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
@@ -73,6 +76,7 @@ use rpcplugin_core::Network;
 use rpcplugin_handshake::{HandshakeLine, MagicCookie, Negotiated, ReceivedEnv};
 use rpcplugin_proto::health::v1::health_server::HealthServer;
 use rpcplugin_proto::plugin::grpc_controller_server::GrpcControllerServer;
+use rpcplugin_proto::plugin::grpc_stdio_server::GrpcStdioServer;
 use rpcplugin_transport::{TcpTransport, Transport, UnixTransport};
 use std::convert::Infallible;
 use std::fmt;
@@ -204,6 +208,7 @@ pub struct Builder {
     drain_timeout: Option<Duration>,
     environment: Option<Environment>,
     tls: tls::TlsOptions,
+    capture_stderr: bool,
 }
 
 impl Default for Builder {
@@ -220,6 +225,7 @@ impl Default for Builder {
             drain_timeout: None,
             environment: None,
             tls: tls::TlsOptions::default(),
+            capture_stderr: false,
         }
     }
 }
@@ -342,6 +348,19 @@ impl Builder {
         roots: impl IntoIterator<Item = CertificateDer<'static>>,
     ) -> Self {
         self.tls.client_roots = Some(roots.into_iter().collect());
+        self
+    }
+
+    /// Also streams what is written on stderr after the handshake over
+    /// `plugin.GRPCStdio`, as stdout always is (default: off).
+    ///
+    /// Off, stderr stays the log channel every go-plugin host reads and parses as
+    /// hclog, and a crash report written there reaches the host even when the
+    /// process dies at once. On, writes to file descriptor 2 (`eprintln!`, C
+    /// libraries, child processes) travel over GRPCStdio instead, while the logs of
+    /// [`logging`] still go to the original stderr.
+    pub fn capture_stderr(mut self, enabled: bool) -> Self {
+        self.capture_stderr = enabled;
         self
     }
 
@@ -486,6 +505,7 @@ impl Builder {
             reflection: self.reflection,
             ignore_sigint: settings.ignore_sigint,
             drain_timeout: self.drain_timeout.unwrap_or(settings.shutdown_grace),
+            capture_stderr: self.capture_stderr,
         })
     }
 }
@@ -501,6 +521,7 @@ struct Prepared {
     reflection: Vec<&'static [u8]>,
     ignore_sigint: bool,
     drain_timeout: Duration,
+    capture_stderr: bool,
 }
 
 impl Prepared {
@@ -522,6 +543,10 @@ impl Prepared {
         );
         routes.add_service(GrpcControllerServer::new(controller::Controller {
             stop: stop_tx.clone(),
+        }));
+        let stdio_hub = stdio::Hub::new();
+        routes.add_service(GrpcStdioServer::new(stdio::StdioService {
+            hub: stdio_hub.clone(),
         }));
         add_reflection(&mut routes, &self.reflection)?;
 
@@ -553,6 +578,8 @@ impl Prepared {
             _ = std::future::ready(()) => {}
         }
         print_handshake(&line)?;
+        // Nothing but the handshake may reach the host's stdout pipe.
+        let capture = stdio::Capture::start(stdio_hub, self.capture_stderr);
 
         let stop_sources = spawn_stop_sources(stop_tx, self.ignore_sigint, signal)?;
         let reason = tokio::select! {
@@ -565,6 +592,8 @@ impl Prepared {
         // Inside a caller's runtime the watcher would otherwise poll forever.
         stop_sources.abort();
         tracing::debug!(?reason, "plugin stopping");
+        // Ends the StreamStdio calls, which would otherwise hold up the drain.
+        capture.stop().await;
         let _ = serving_tx.send(false);
         let _ = shutdown_tx.send(());
         if tokio::time::timeout(self.drain_timeout, &mut server)
