@@ -28,6 +28,9 @@
 //! handshake line under a timeout, checks it, connects (`:authority` is
 //! `localhost`, which h2 requires over Unix sockets) and checks health.
 //! Every failure is a [`Error`] whose hint quotes what the plugin printed.
+//! Then it opens `plugin.GRPCStdio` and forwards what the plugin prints after the
+//! handshake into `tracing`, or to your [`StdioSink`] ([`Builder::stdio_sink`]);
+//! the plugin's stderr is forwarded into `tracing` as hclog-style log lines.
 //!
 //! [`PluginClient::stop`] asks the plugin to shut down, waits a grace period, then
 //! sends SIGTERM, then SIGKILL, reaps the process and removes the socket directory.
@@ -39,6 +42,7 @@ mod launch;
 pub mod logline;
 mod output;
 mod registry;
+mod stdio;
 mod supervisor;
 mod tls;
 
@@ -48,6 +52,7 @@ pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
 pub use rpcplugin_handshake::HandshakeLine;
+pub use stdio::{StdioChannel, StdioSink};
 pub use supervisor::{RestartPolicy, Supervisor, SupervisorEvent, SupervisorOptions};
 pub use tonic::transport::Channel;
 
@@ -82,6 +87,7 @@ pub struct PluginClient {
     grace: Duration,
     stderr_task: Option<JoinHandle<()>>,
     stdout_task: Option<JoinHandle<()>>,
+    stdio_task: Option<JoinHandle<()>>,
     tls: bool,
     target: Option<Target>,
 }
@@ -230,9 +236,12 @@ impl PluginClient {
         if let Some(task) = self.stdout_task.take() {
             task.abort();
         }
-        if let Some(task) = self.stderr_task.take() {
-            // Let the last lines reach the log; a grandchild holding stderr open
-            // must not hold us up.
+        for task in [self.stdio_task.take(), self.stderr_task.take()]
+            .into_iter()
+            .flatten()
+        {
+            // Let the last lines reach the log; a grandchild holding stderr open,
+            // or a GRPCStdio stream that does not end, must not hold us up.
             let abort = task.abort_handle();
             if tokio::time::timeout(Duration::from_millis(200), task)
                 .await
@@ -379,6 +388,7 @@ pub struct Builder {
     tls: tls::TlsOptions,
     checksum: Option<Sha256>,
     limits: ResourceLimits,
+    stdio: stdio::Sink,
 }
 
 impl Builder {
@@ -398,6 +408,7 @@ impl Builder {
             tls: tls::TlsOptions::default(),
             checksum: None,
             limits: ResourceLimits::default(),
+            stdio: stdio::Sink::default(),
         }
     }
 
@@ -521,6 +532,21 @@ impl Builder {
         self
     }
 
+    /// Where the plugin's `GRPCStdio` output goes: what it writes on stdout after
+    /// the handshake (`println!` included), and on stderr when the plugin captures
+    /// that too.
+    ///
+    /// By default each stdout line becomes a `tracing` event at INFO with target
+    /// `rpcplugin_client::stdio`, and each stderr line is logged as the stderr
+    /// pipe's lines are (hclog levels), both with the fields `plugin` and `pid`;
+    /// lines are cut at 64 KiB. A [`StdioSink`] gets the bytes as they come instead.
+    /// Plugins without the service (go-plugin before 1.1, pyvider-rpcplugin) send
+    /// nothing, which is fine.
+    pub fn stdio_sink(mut self, sink: impl StdioSink) -> Self {
+        self.stdio = stdio::Sink::Custom(Arc::new(sink));
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -616,6 +642,7 @@ impl Builder {
             grace,
             stderr_task,
             stdout_task: None,
+            stdio_task: None,
             tls: false,
             target: None,
         };
@@ -640,6 +667,12 @@ impl Builder {
         let pinned = dial.as_ref().is_some_and(|d| d.pinned);
         client.channel = client.connect(dial).await?;
         client.check_health(pinned).await?;
+        client.stdio_task = Some(stdio::spawn(
+            client.channel.clone(),
+            self.stdio.clone(),
+            client.name.clone(),
+            pid,
+        ));
         Ok(client)
     }
 }
