@@ -37,6 +37,12 @@
 //! Dropping a client that was not stopped sends SIGTERM at once and SIGKILL half a
 //! second later if the plugin is still there (from a reaper thread, so `drop` never
 //! blocks).
+//!
+//! # Feature flags
+//!
+//! - `otel` (off): `PluginClient::traced_channel` and `TraceContext` send the
+//!   current span's W3C trace context (`traceparent`, `tracestate`) with each call,
+//!   read through `tracing-opentelemetry`, so that one trace covers host and plugin.
 
 mod launch;
 pub mod logline;
@@ -45,6 +51,8 @@ mod registry;
 mod stdio;
 mod supervisor;
 mod tls;
+#[cfg(feature = "otel")]
+mod trace;
 
 pub use launch::ResourceLimits;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
@@ -55,6 +63,8 @@ pub use rpcplugin_handshake::HandshakeLine;
 pub use stdio::{StdioChannel, StdioSink};
 pub use supervisor::{RestartPolicy, Supervisor, SupervisorEvent, SupervisorOptions};
 pub use tonic::transport::Channel;
+#[cfg(feature = "otel")]
+pub use trace::{TraceContext, TracedChannel};
 
 use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, killpg};
@@ -125,6 +135,15 @@ impl PluginClient {
     /// fail with `Unavailable` once the plugin is gone; they never hang on a dead one.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// [`PluginClient::channel`] with the caller's trace context on every call
+    /// (feature `otel`): the current span's W3C `traceparent` and `tracestate` go in
+    /// the gRPC metadata, and an rpcplugin plugin built with `otel` makes its request
+    /// span a child of it, so one trace covers host and plugin.
+    #[cfg(feature = "otel")]
+    pub fn traced_channel(&self) -> TracedChannel {
+        tonic::service::interceptor::InterceptedService::new(self.channel.clone(), TraceContext)
     }
 
     /// The plugin's process id.

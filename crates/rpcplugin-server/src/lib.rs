@@ -55,6 +55,12 @@
 //! `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`. A service added with [`Builder::add_service`]
 //! keeps tonic's own defaults (4 MiB received).
 //!
+//! # Feature flags
+//!
+//! - `otel` (off): each request runs in a `grpc.request` span whose parent is the
+//!   host's span named by the W3C `traceparent` metadata (rpcplugin hosts send it
+//!   with `otel` on), through `tracing-opentelemetry`; see `TraceContextLayer`.
+//!
 //! # Logging
 //!
 //! Log to stderr, never stdout (stdout carries the handshake line). [`logging::init`]
@@ -67,10 +73,14 @@ mod incoming;
 pub mod logging;
 mod stdio;
 mod tls;
+#[cfg(feature = "otel")]
+mod trace;
 
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
+#[cfg(feature = "otel")]
+pub use trace::{TraceContextLayer, TraceContextService};
 
 use rpcplugin_core::Network;
 use rpcplugin_handshake::{HandshakeLine, MagicCookie, Negotiated, ReceivedEnv};
@@ -552,6 +562,7 @@ impl Prepared {
 
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            .layer(request_layer())
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
                 incoming::Incoming::new(
@@ -614,6 +625,17 @@ impl Prepared {
         }
         Ok(reason)
     }
+}
+
+/// What every request goes through: the host's trace context (feature `otel`).
+#[cfg(feature = "otel")]
+fn request_layer() -> TraceContextLayer {
+    TraceContextLayer
+}
+
+#[cfg(not(feature = "otel"))]
+fn request_layer() -> tower_layer::Identity {
+    tower_layer::Identity::new()
 }
 
 /// Unix sockets, except for hosts that send no `PLUGIN_PROTOCOL_VERSIONS`.
