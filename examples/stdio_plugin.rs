@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | `println` | `println!` (Rust's buffered stdout) |
 //! | `print` | `print!`, no newline, no flush |
+//! | `thread` | `println!` on a blocking thread, so the runtime stays free to send it |
 //! | `fd` | `write(2)` on file descriptor 1, as C code would |
 //! | `child` | a child process (`sh -c 'echo VALUE'`) that inherited stdout |
 //! | `eprintln` | `eprintln!` (stderr) |
@@ -47,6 +48,9 @@ impl Kv for Printer {
         match key.as_str() {
             "println" => println!("{text}"),
             "print" => print!("{text}"),
+            "thread" => tokio::task::spawn_blocking(move || println!("{text}"))
+                .await
+                .map_err(|e| failed(&e))?,
             "fd" => {
                 nix::unistd::write(std::io::stdout(), &value).map_err(|e| failed(&e))?;
             }

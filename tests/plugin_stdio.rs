@@ -13,9 +13,11 @@ use common::{COOKIE, example, hint, within};
 use rpcplugin::client::{StdioChannel, StopMethod};
 use rpcplugin::proto::examples::kv::kv_client::KvClient;
 use rpcplugin::proto::examples::kv::{GetRequest, PutRequest};
+use rpcplugin::proto::plugin::grpc_stdio_client::GrpcStdioClient;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::Level;
@@ -214,6 +216,82 @@ async fn by_default_stdout_lines_become_info_events_tagged_with_the_plugin() {
     plugin.stop().await.expect("stop");
     assert_eq!(line.level, Level::INFO);
     assert_eq!(line.fields.get("plugin").unwrap(), "stdio_plugin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_reaches_a_reading_host_whole_and_a_stream_that_is_not_read_blocks_nothing() {
+    events();
+    let fast = Arc::new(AtomicUsize::new(0));
+    let counter = fast.clone();
+    let plugin = within(
+        LIMIT,
+        "start stdio_plugin",
+        stdio_plugin()
+            .stdio_sink(move |_: StdioChannel, data: &[u8]| {
+                counter.fetch_add(data.len(), Ordering::Relaxed);
+            })
+            .start(),
+    )
+    .await
+    .expect("stdio_plugin starts");
+    let pid = plugin.pid();
+    // Half a megabyte printed at once from an async handler fits in what the
+    // plugin holds (1 MiB) while the handler keeps the runtime busy.
+    let half = "h".repeat(512 * 1024);
+    put(&plugin, "println", &half).await;
+    let complete =
+        common::wait_until(LIMIT, || fast.load(Ordering::Relaxed) == half.len() + 1).await;
+    assert!(
+        complete,
+        "{} of {} bytes",
+        fast.load(Ordering::Relaxed),
+        half.len() + 1
+    );
+    fast.store(0, Ordering::Relaxed);
+
+    // A second stream, not read while the plugin writes 8 MiB: more than HTTP/2
+    // flow control lets through, so the plugin's side of it stops taking output.
+    // The plugin waits for it once (half a second), then leaves it behind.
+    let mut slow = GrpcStdioClient::new(plugin.channel())
+        .stream_stdio(())
+        .await
+        .expect("StreamStdio opens")
+        .into_inner();
+    let payload = format!("{}END", "x".repeat(8 * 1024 * 1024 - 3));
+    within(
+        LIMIT,
+        "a put that prints 8 MiB from a blocking thread",
+        put(&plugin, "thread", &payload),
+    )
+    .await;
+    // The host's own stream gets all 8 MiB, eight times what the plugin holds:
+    // the plugin's writes waited for the reader.
+    let all = payload.len() + 1;
+    let complete = common::wait_until(LIMIT, || fast.load(Ordering::Relaxed) == all).await;
+    assert!(complete, "{} of {all} bytes", fast.load(Ordering::Relaxed));
+
+    // The slow stream gets what was in flight, then the newest output held.
+    let mut received = Vec::new();
+    while !received.ends_with(b"END\n") {
+        let message = within(LIMIT, "the slow stream", slow.message())
+            .await
+            .expect("the slow stream stays healthy")
+            .expect("the slow stream does not end before the plugin stops");
+        received.extend(message.data);
+    }
+    assert!(
+        received.len() < all - 1024 * 1024,
+        "the slow stream lost old output: got {} of {all} bytes",
+        received.len()
+    );
+    let warning = logged(
+        pid,
+        "rpcplugin_client::output",
+        "the host reads GRPCStdio more slowly than the plugin writes; older output was dropped",
+    )
+    .await;
+    assert_eq!(warning.level, Level::WARN);
+    plugin.stop().await.expect("stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

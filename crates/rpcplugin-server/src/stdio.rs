@@ -8,9 +8,21 @@
 //! not tasks: a handler that prints while it holds the runtime's only worker must
 //! still find its writes drained, or a full pipe would block it for good.
 //!
-//! The hub never blocks a writer. It keeps the last [`BACKLOG_BYTES`] of output:
-//! output no host has read yet goes to the next subscriber, and a subscriber that
-//! falls further behind than that loses the oldest chunks (a warning says how many).
+//! How much the hub holds depends on who listens:
+//!
+//! - subscribers connected: up to [`BUFFER_BYTES`] they have not taken yet. Beyond
+//!   that the reader thread waits for them, so the pipe fills and the plugin's
+//!   writes wait too: a host that reads gets everything, at its pace (as with a
+//!   terminal). A subscriber that takes nothing for [`STALL`] is marked stalled:
+//!   the writer stops waiting for it, and it loses the oldest output until it
+//!   catches up (the plugin logs a warning). A write therefore waits at most
+//!   [`STALL`] per stuck host, never indefinitely;
+//! - nobody connected (go-plugin 1.0.1 hosts never open the stream): nothing waits,
+//!   and the newest [`BACKLOG_BYTES`] are kept for the next subscriber.
+//!
+//! The streams run on the plugin's runtime, so output written synchronously from an
+//! async handler is only sent once the handler yields: a single burst larger than
+//! the buffer and the pipe (about 1 MiB) costs one stall and its oldest part.
 
 use rpcplugin_proto::plugin::StdioData;
 use rpcplugin_proto::plugin::grpc_stdio_server::GrpcStdio;
@@ -20,13 +32,21 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 use tonic::{Request, Response, Status};
 
-/// How much output the hub keeps for subscribers that have not read it yet.
+/// How much output the hub keeps for the next subscriber while nobody listens.
 pub(crate) const BACKLOG_BYTES: usize = 64 * 1024;
+
+/// How much output the hub holds for connected subscribers before the writer
+/// waits for them.
+pub(crate) const BUFFER_BYTES: usize = 1024 * 1024;
+
+/// How long the writer waits for a subscriber that takes nothing before it stops
+/// waiting for that one.
+pub(crate) const STALL: Duration = Duration::from_millis(500);
 
 /// The most one read takes from a pipe: the largest `StdioData` sent.
 const CHUNK_BYTES: usize = 16 * 1024;
@@ -52,28 +72,91 @@ struct Chunk {
 }
 
 /// The output buffer between the reader threads and the `StreamStdio` calls.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Hub {
     state: Mutex<State>,
-    /// Woken on every publish and on close.
+    /// Wakes subscribers: on every publish and on close.
     changed: Notify,
+    /// Wakes a waiting writer: a subscriber took a chunk or went away.
+    taken: Condvar,
+    stall: Duration,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// The kept chunks; `chunks[0]` has sequence number `first`.
+    /// The held chunks; `chunks[0]` has sequence number `first`.
     chunks: VecDeque<Chunk>,
     first: u64,
     bytes: usize,
     /// One past the newest chunk handed to any subscriber: a new subscriber starts
     /// here, so output is delivered once, not to every later connection again.
     delivered: u64,
+    subscribers: Vec<Position>,
+    next_id: u64,
     closed: bool,
+}
+
+/// Where one subscriber is.
+#[derive(Debug)]
+struct Position {
+    id: u64,
+    /// The sequence number of its next chunk.
+    cursor: u64,
+    /// It took nothing for a whole stall: the writer does not wait for it.
+    stalled: bool,
 }
 
 impl State {
     fn end(&self) -> u64 {
         self.first + self.chunks.len() as u64
+    }
+
+    /// The most the hub holds now.
+    fn limit(&self) -> usize {
+        if self.subscribers.is_empty() {
+            BACKLOG_BYTES
+        } else {
+            BUFFER_BYTES
+        }
+    }
+
+    fn waits_for_someone(&self) -> bool {
+        self.subscribers.iter().any(|s| !s.stalled)
+    }
+
+    /// The oldest chunk still needed: by the slowest subscriber that keeps up,
+    /// else by the next subscriber.
+    fn needed_from(&self) -> u64 {
+        self.subscribers
+            .iter()
+            .filter(|s| !s.stalled)
+            .map(|s| s.cursor)
+            .min()
+            .unwrap_or(self.delivered)
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(chunk) = self.chunks.pop_front() {
+            self.bytes -= chunk.data.len();
+            self.first += 1;
+        }
+    }
+
+    /// Drops the oldest chunks nobody still needs until `len` more bytes fit.
+    /// What was delivered is otherwise kept: a stalled subscriber that resumes
+    /// gets the newest output.
+    fn make_room(&mut self, len: usize) {
+        let from = self.needed_from();
+        while self.bytes + len > self.limit() && self.first < from && !self.chunks.is_empty() {
+            self.pop_front();
+        }
+    }
+
+    fn position(&mut self, id: u64) -> &mut Position {
+        self.subscribers
+            .iter_mut()
+            .find(|s| s.id == id)
+            .expect("a live subscriber has a position")
     }
 }
 
@@ -89,63 +172,116 @@ enum Take {
 
 impl Hub {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::with_stall(STALL)
     }
 
-    /// Keeps a chunk, dropping the oldest ones beyond [`BACKLOG_BYTES`]. Never
-    /// blocks on subscribers; after [`Hub::close`] output is discarded.
+    fn with_stall(stall: Duration) -> Arc<Self> {
+        Arc::new(Hub {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            taken: Condvar::new(),
+            stall,
+        })
+    }
+
+    /// Adds a chunk. Blocks while the buffer is full and a subscriber is reading
+    /// (at most a stall per subscriber that stops); otherwise drops the oldest
+    /// held output beyond the limit. After [`Hub::close`] output is
+    /// discarded. Called from the reader threads, never from the runtime.
     fn publish(&self, channel: Channel, data: &[u8]) {
         if data.is_empty() {
             return;
         }
         {
             let mut state = self.lock();
-            if state.closed {
-                return;
+            let deadline = Instant::now() + self.stall;
+            loop {
+                if state.closed {
+                    return;
+                }
+                state.make_room(data.len());
+                if state.bytes + data.len() <= state.limit() || !state.waits_for_someone() {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    // Whoever holds the oldest needed chunk has stopped reading.
+                    let from = state.needed_from();
+                    for slow in state.subscribers.iter_mut().filter(|s| s.cursor == from) {
+                        slow.stalled = true;
+                    }
+                    continue;
+                }
+                state = self
+                    .taken
+                    .wait_timeout(state, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
             state.bytes += data.len();
             state.chunks.push_back(Chunk {
                 channel,
                 data: data.to_vec(),
             });
-            while state.bytes > BACKLOG_BYTES && state.chunks.len() > 1 {
-                let dropped = state.chunks.pop_front().expect("more than one chunk");
-                state.bytes -= dropped.data.len();
-                state.first += 1;
+            while state.bytes > state.limit() && state.chunks.len() > 1 {
+                state.pop_front();
             }
         }
         self.changed.notify_waiters();
     }
 
-    /// Ends every subscription once it has read what is kept.
+    /// Ends every subscription once it has read what is held.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.changed.notify_waiters();
+        self.taken.notify_all();
     }
 
     fn subscribe(self: &Arc<Self>) -> Subscriber {
-        let state = self.lock();
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        let cursor = state.delivered.max(state.first);
+        state.subscribers.push(Position {
+            id,
+            cursor,
+            stalled: false,
+        });
         Subscriber {
             hub: self.clone(),
-            cursor: state.delivered.max(state.first),
+            id,
         }
     }
 
-    fn take(&self, cursor: &mut u64) -> Take {
+    fn take(&self, id: u64) -> Take {
         let mut state = self.lock();
-        let lost = state.first.saturating_sub(*cursor);
-        *cursor = (*cursor).max(state.first);
-        if *cursor < state.end() {
-            let index = usize::try_from(*cursor - state.first).expect("index within the deque");
+        let (first, end) = (state.first, state.end());
+        let position = state.position(id);
+        let lost = first.saturating_sub(position.cursor);
+        position.cursor = position.cursor.max(first);
+        if position.cursor < end {
+            let cursor = position.cursor;
+            position.cursor += 1;
+            let index = usize::try_from(cursor - first).expect("index within the deque");
             let chunk = state.chunks[index].clone();
-            *cursor += 1;
-            state.delivered = state.delivered.max(*cursor);
+            state.delivered = state.delivered.max(cursor + 1);
+            drop(state);
+            self.taken.notify_all();
             Take::Chunk(chunk, lost)
-        } else if state.closed {
-            Take::Closed
         } else {
-            Take::Empty
+            // Caught up: worth waiting for again.
+            position.stalled = false;
+            if state.closed {
+                Take::Closed
+            } else {
+                Take::Empty
+            }
         }
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        self.lock().subscribers.retain(|s| s.id != id);
+        self.taken.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -157,7 +293,7 @@ impl Hub {
 #[derive(Debug)]
 struct Subscriber {
     hub: Arc<Hub>,
-    cursor: u64,
+    id: u64,
 }
 
 impl Subscriber {
@@ -166,7 +302,7 @@ impl Subscriber {
         loop {
             // Registered before looking, so a publish in between is not missed.
             let changed = self.hub.changed.notified();
-            match self.hub.take(&mut self.cursor) {
+            match self.hub.take(self.id) {
                 Take::Chunk(chunk, lost) => {
                     if lost > 0 {
                         tracing::warn!(
@@ -183,6 +319,12 @@ impl Subscriber {
                 Take::Empty => changed.await,
             }
         }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.id);
     }
 }
 
@@ -452,14 +594,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_subscriber_that_falls_behind_loses_the_oldest_chunks_not_the_newest() {
-        let hub = Hub::new();
+    async fn a_subscriber_that_stops_reading_costs_one_stall_then_loses_the_oldest_output() {
+        let stall = Duration::from_millis(100);
+        let hub = Hub::with_stall(stall);
         let mut slow = hub.subscribe();
+        let started = Instant::now();
         hub.publish(Channel::Stdout, b"first");
-        for _ in 0..200 {
+        for _ in 0..2000 {
             hub.publish(Channel::Stdout, &[b'y'; 1024]);
         }
         hub.publish(Channel::Stdout, b"newest");
+        let took = started.elapsed();
+        // The writer waited once for the silent subscriber, then stopped waiting.
+        assert!(took >= stall && took < stall * 5, "{took:?}");
+        assert!(hub.lock().bytes <= BUFFER_BYTES);
         hub.close();
         let first = next_now(&mut slow).await.unwrap();
         assert_ne!(first.data, b"first");
@@ -468,6 +616,46 @@ mod tests {
             last = message;
         }
         assert_eq!(last.data, b"newest");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscriber_that_reads_gets_a_burst_far_larger_than_the_buffer_whole() {
+        let hub = Hub::new();
+        let mut reader = hub.subscribe();
+        let writer = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                // 4 MiB: four times what the hub holds.
+                for i in 0..4096u32 {
+                    let mut chunk = vec![b'z'; 1020];
+                    chunk.extend_from_slice(&i.to_be_bytes());
+                    hub.publish(Channel::Stdout, &chunk);
+                }
+                hub.close();
+            })
+        };
+        let mut received = Vec::new();
+        while let Some(message) = next_now(&mut reader).await {
+            received.push(message.data);
+        }
+        writer.join().unwrap();
+        assert_eq!(received.len(), 4096, "every chunk arrived");
+        for (i, chunk) in received.iter().enumerate() {
+            assert_eq!(chunk[1020..], (i as u32).to_be_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_goes_away_is_not_waited_for() {
+        let hub = Hub::new();
+        let gone = hub.subscribe();
+        drop(gone);
+        let started = Instant::now();
+        for _ in 0..2000 {
+            hub.publish(Channel::Stdout, &[b'y'; 1024]);
+        }
+        assert!(started.elapsed() < STALL, "{:?}", started.elapsed());
+        assert!(hub.lock().bytes <= BACKLOG_BYTES);
     }
 
     #[tokio::test]
