@@ -62,9 +62,26 @@
 //! answers in plaintext is refused rather than used. Sockets are private to the user.
 //! `docs/security.md` has the threat model; [`crypto`] issues CA-based certificates
 //! for plugins that need them.
+//!
+//! # Feature flags
+//!
+//! - `otel` (off): tracing across the boundary. Hosts send the current span's W3C
+//!   trace context with each call (`client::PluginClient::traced_channel`), plugins
+//!   run each request in a span whose parent is the host's (`server::TraceContextLayer`),
+//!   both through `tracing-opentelemetry`, re-exported here with `opentelemetry` in
+//!   the versions rpcplugin uses.
 
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result, render};
 pub use tonic;
+
+/// OpenTelemetry's API, in the version the `otel` feature uses.
+#[cfg(feature = "otel")]
+pub use opentelemetry;
+
+/// The bridge between `tracing` spans and OpenTelemetry, in the version the `otel`
+/// feature uses.
+#[cfg(feature = "otel")]
+pub use tracing_opentelemetry;
 
 /// The plugin side: [`server::PluginServer`] and its builder.
 pub mod server {

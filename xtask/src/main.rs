@@ -95,11 +95,49 @@ fn ci(root: &Path) -> Result<()> {
         &["nextest", "run", "--workspace", "--profile", "ci"],
         &[],
     )?;
+    // The `otel` feature (off by default): its code, unit tests and the
+    // cross-process trace test.
+    let otel = [
+        "-p",
+        "rpcplugin",
+        "-p",
+        "rpcplugin-client",
+        "-p",
+        "rpcplugin-server",
+    ];
+    run_cmd(
+        root,
+        "cargo",
+        &[
+            &["clippy", "--all-targets", "--features", "otel"][..],
+            &otel,
+            &["--", "-D", "warnings"],
+        ]
+        .concat(),
+        &[],
+    )?;
+    run_cmd(
+        root,
+        "cargo",
+        &[
+            &["nextest", "run", "--profile", "ci", "--features", "otel"][..],
+            &otel,
+            &["--lib", "--test", "trace_context"],
+        ]
+        .concat(),
+        &[],
+    )?;
     run_cmd(root, "cargo", &["test", "--workspace", "--doc"], &[])?;
     run_cmd(
         root,
         "cargo",
         &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    run_cmd(
+        root,
+        "cargo",
+        &[&["doc", "--no-deps", "--features", "otel"][..], &otel].concat(),
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     check_layers(root)?;

@@ -28,19 +28,31 @@
 //! handshake line under a timeout, checks it, connects (`:authority` is
 //! `localhost`, which h2 requires over Unix sockets) and checks health.
 //! Every failure is a [`Error`] whose hint quotes what the plugin printed.
+//! Then it opens `plugin.GRPCStdio` and forwards what the plugin prints after the
+//! handshake into `tracing`, or to your [`StdioSink`] ([`Builder::stdio_sink`]);
+//! the plugin's stderr is forwarded into `tracing` as hclog-style log lines.
 //!
 //! [`PluginClient::stop`] asks the plugin to shut down, waits a grace period, then
 //! sends SIGTERM, then SIGKILL, reaps the process and removes the socket directory.
 //! Dropping a client that was not stopped sends SIGTERM at once and SIGKILL half a
 //! second later if the plugin is still there (from a reaper thread, so `drop` never
 //! blocks).
+//!
+//! # Feature flags
+//!
+//! - `otel` (off): `PluginClient::traced_channel` and `TraceContext` send the
+//!   current span's W3C trace context (`traceparent`, `tracestate`) with each call,
+//!   read through `tracing-opentelemetry`, so that one trace covers host and plugin.
 
 mod launch;
 pub mod logline;
 mod output;
 mod registry;
+mod stdio;
 mod supervisor;
 mod tls;
+#[cfg(feature = "otel")]
+mod trace;
 
 pub use launch::ResourceLimits;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
@@ -48,8 +60,11 @@ pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
 pub use rpcplugin_handshake::HandshakeLine;
+pub use stdio::{StdioChannel, StdioSink};
 pub use supervisor::{RestartPolicy, Supervisor, SupervisorEvent, SupervisorOptions};
 pub use tonic::transport::Channel;
+#[cfg(feature = "otel")]
+pub use trace::{TraceContext, TracedChannel};
 
 use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, killpg};
@@ -82,6 +97,7 @@ pub struct PluginClient {
     grace: Duration,
     stderr_task: Option<JoinHandle<()>>,
     stdout_task: Option<JoinHandle<()>>,
+    stdio_task: Option<JoinHandle<()>>,
     tls: bool,
     target: Option<Target>,
 }
@@ -119,6 +135,15 @@ impl PluginClient {
     /// fail with `Unavailable` once the plugin is gone; they never hang on a dead one.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// [`PluginClient::channel`] with the caller's trace context on every call
+    /// (feature `otel`): the current span's W3C `traceparent` and `tracestate` go in
+    /// the gRPC metadata, and an rpcplugin plugin built with `otel` makes its request
+    /// span a child of it, so one trace covers host and plugin.
+    #[cfg(feature = "otel")]
+    pub fn traced_channel(&self) -> TracedChannel {
+        tonic::service::interceptor::InterceptedService::new(self.channel.clone(), TraceContext)
     }
 
     /// The plugin's process id.
@@ -230,9 +255,12 @@ impl PluginClient {
         if let Some(task) = self.stdout_task.take() {
             task.abort();
         }
-        if let Some(task) = self.stderr_task.take() {
-            // Let the last lines reach the log; a grandchild holding stderr open
-            // must not hold us up.
+        for task in [self.stdio_task.take(), self.stderr_task.take()]
+            .into_iter()
+            .flatten()
+        {
+            // Let the last lines reach the log; a grandchild holding stderr open,
+            // or a GRPCStdio stream that does not end, must not hold us up.
             let abort = task.abort_handle();
             if tokio::time::timeout(Duration::from_millis(200), task)
                 .await
@@ -380,6 +408,7 @@ pub struct Builder {
     checksum: Option<Sha256>,
     limits: ResourceLimits,
     config_file: Option<PathBuf>,
+    stdio: stdio::Sink,
 }
 
 impl Builder {
@@ -400,6 +429,7 @@ impl Builder {
             checksum: None,
             limits: ResourceLimits::default(),
             config_file: None,
+            stdio: stdio::Sink::default(),
         }
     }
 
@@ -530,6 +560,21 @@ impl Builder {
         self
     }
 
+    /// Where the plugin's `GRPCStdio` output goes: what it writes on stdout after
+    /// the handshake (`println!` included), and on stderr when the plugin captures
+    /// that too.
+    ///
+    /// By default each stdout line becomes a `tracing` event at INFO with target
+    /// `rpcplugin_client::stdio`, and each stderr line is logged as the stderr
+    /// pipe's lines are (hclog levels), both with the fields `plugin` and `pid`;
+    /// lines are cut at 64 KiB. A [`StdioSink`] gets the bytes as they come instead.
+    /// Plugins without the service (go-plugin before 1.1, pyvider-rpcplugin) send
+    /// nothing, which is fine.
+    pub fn stdio_sink(mut self, sink: impl StdioSink) -> Self {
+        self.stdio = stdio::Sink::Custom(Arc::new(sink));
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -632,6 +677,7 @@ impl Builder {
             grace,
             stderr_task,
             stdout_task: None,
+            stdio_task: None,
             tls: false,
             target: None,
         };
@@ -658,6 +704,12 @@ impl Builder {
             .connect(dial, Connection::from_settings(&settings))
             .await?;
         client.check_health(pinned).await?;
+        client.stdio_task = Some(stdio::spawn(
+            client.channel.clone(),
+            self.stdio.clone(),
+            client.name.clone(),
+            pid,
+        ));
         Ok(client)
     }
 }

@@ -1,5 +1,6 @@
 //! Reading the plugin's stdout and stderr without ever blocking the plugin or
-//! growing without bound, and turning stderr lines into `tracing` events.
+//! growing without bound, and turning stderr lines into `tracing` events (also
+//! those that arrive over GRPCStdio, see `stdio.rs`).
 
 use crate::logline::{self, LogLine};
 use std::collections::VecDeque;
@@ -125,7 +126,7 @@ pub(crate) async fn forward_stderr<R: AsyncBufRead + Unpin>(
 
 /// What one stderr stream has said so far that changes how later lines are read.
 #[derive(Debug, Default)]
-struct StderrStream {
+pub(crate) struct StderrStream {
     /// The plugin panicked: a stack trace follows, so every later line is an error.
     panicked: bool,
     /// The level of a line cut into pieces, for its later pieces.
@@ -134,7 +135,7 @@ struct StderrStream {
 
 impl StderrStream {
     /// The log line for one piece of stderr; `None` for blank lines.
-    fn classify(&mut self, piece: &Piece) -> Option<LogLine> {
+    pub(crate) fn classify(&mut self, piece: &Piece) -> Option<LogLine> {
         let text = String::from_utf8_lossy(&piece.bytes);
         let mut line = match self.continues {
             // The rest of a cut line: its level is the first piece's.
@@ -169,7 +170,7 @@ fn starts_panic(line: &str) -> bool {
 }
 
 /// One tracing event for one line, at the line's level.
-fn emit(name: &str, pid: u32, line: &LogLine) {
+pub(crate) fn emit(name: &str, pid: u32, line: &LogLine) {
     // tracing's field names are fixed at compile time (they live in the callsite's
     // static metadata), so the plugin's own keys cannot become fields of their own:
     // they are rendered together into `fields`, as `key=value key2="two words"`.

@@ -10,8 +10,10 @@
 //! 3. binds a Unix socket in a private directory (or loopback TCP), honouring
 //!    `PLUGIN_UNIX_SOCKET_DIR`, `PLUGIN_UNIX_SOCKET_GROUP`, `PLUGIN_MIN_PORT`/`MAX_PORT`;
 //! 4. serves your services plus `grpc.health.v1.Health` (`"plugin"` is SERVING),
-//!    `plugin.GRPCController` and gRPC reflection;
-//! 5. prints the handshake line on stdout once it accepts connections;
+//!    `plugin.GRPCController`, `plugin.GRPCStdio` and gRPC reflection;
+//! 5. prints the handshake line on stdout once it accepts connections, then captures
+//!    stdout (file descriptor 1: `println!`, C libraries, child processes) and streams
+//!    it to the host over `plugin.GRPCStdio` (see [`Builder::capture_stderr`]);
 //! 6. stops gracefully on `GRPCController.Shutdown` (after replying), on SIGTERM, and
 //!    when its host process is gone, removing its socket.
 //!
@@ -53,6 +55,12 @@
 //! `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`. A service added with [`Builder::add_service`]
 //! keeps tonic's own defaults (4 MiB received).
 //!
+//! # Feature flags
+//!
+//! - `otel` (off): each request runs in a `grpc.request` span whose parent is the
+//!   host's span named by the W3C `traceparent` metadata (rpcplugin hosts send it
+//!   with `otel` on), through `tracing-opentelemetry`; see `TraceContextLayer`.
+//!
 //! # Logging
 //!
 //! Log to stderr, never stdout (stdout carries the handshake line). [`logging::init`]
@@ -63,16 +71,22 @@ mod controller;
 mod health;
 mod incoming;
 pub mod logging;
+mod stdio;
 mod tls;
+#[cfg(feature = "otel")]
+mod trace;
 
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
+#[cfg(feature = "otel")]
+pub use trace::{TraceContextLayer, TraceContextService};
 
 use rpcplugin_core::Network;
 use rpcplugin_handshake::{HandshakeLine, MagicCookie, Negotiated, ReceivedEnv};
 use rpcplugin_proto::health::v1::health_server::HealthServer;
 use rpcplugin_proto::plugin::grpc_controller_server::GrpcControllerServer;
+use rpcplugin_proto::plugin::grpc_stdio_server::GrpcStdioServer;
 use rpcplugin_transport::{TcpTransport, Transport, UnixTransport};
 use std::convert::Infallible;
 use std::fmt;
@@ -205,6 +219,7 @@ pub struct Builder {
     environment: Option<Environment>,
     tls: tls::TlsOptions,
     config_file: Option<std::path::PathBuf>,
+    capture_stderr: bool,
 }
 
 impl Default for Builder {
@@ -222,6 +237,7 @@ impl Default for Builder {
             environment: None,
             tls: tls::TlsOptions::default(),
             config_file: None,
+            capture_stderr: false,
         }
     }
 }
@@ -351,6 +367,19 @@ impl Builder {
     /// by `PLUGIN_CONFIG_FILE`; environment variables still override it.
     pub fn config_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.config_file = Some(path.into());
+        self
+    }
+
+    /// Also streams what is written on stderr after the handshake over
+    /// `plugin.GRPCStdio`, as stdout always is (default: off).
+    ///
+    /// Off, stderr stays the log channel every go-plugin host reads and parses as
+    /// hclog, and a crash report written there reaches the host even when the
+    /// process dies at once. On, writes to file descriptor 2 (`eprintln!`, C
+    /// libraries, child processes) travel over GRPCStdio instead, while the logs of
+    /// [`logging`] still go to the original stderr.
+    pub fn capture_stderr(mut self, enabled: bool) -> Self {
+        self.capture_stderr = enabled;
         self
     }
 
@@ -495,6 +524,7 @@ impl Builder {
             reflection: self.reflection,
             ignore_sigint: settings.ignore_sigint,
             drain_timeout: self.drain_timeout.unwrap_or(settings.shutdown_grace),
+            capture_stderr: self.capture_stderr,
         })
     }
 }
@@ -510,6 +540,7 @@ struct Prepared {
     reflection: Vec<&'static [u8]>,
     ignore_sigint: bool,
     drain_timeout: Duration,
+    capture_stderr: bool,
 }
 
 impl Prepared {
@@ -532,10 +563,15 @@ impl Prepared {
         routes.add_service(GrpcControllerServer::new(controller::Controller {
             stop: stop_tx.clone(),
         }));
+        let stdio_hub = stdio::Hub::new();
+        routes.add_service(GrpcStdioServer::new(stdio::StdioService {
+            hub: stdio_hub.clone(),
+        }));
         add_reflection(&mut routes, &self.reflection)?;
 
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            .layer(request_layer())
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
                 incoming::Incoming::new(
@@ -562,6 +598,8 @@ impl Prepared {
             _ = std::future::ready(()) => {}
         }
         print_handshake(&line)?;
+        // Nothing but the handshake may reach the host's stdout pipe.
+        let capture = stdio::Capture::start(stdio_hub, self.capture_stderr);
 
         let stop_sources = spawn_stop_sources(stop_tx, self.ignore_sigint, signal)?;
         let reason = tokio::select! {
@@ -574,6 +612,8 @@ impl Prepared {
         // Inside a caller's runtime the watcher would otherwise poll forever.
         stop_sources.abort();
         tracing::debug!(?reason, "plugin stopping");
+        // Ends the StreamStdio calls, which would otherwise hold up the drain.
+        capture.stop().await;
         let _ = serving_tx.send(false);
         let _ = shutdown_tx.send(());
         if tokio::time::timeout(self.drain_timeout, &mut server)
@@ -594,6 +634,17 @@ impl Prepared {
         }
         Ok(reason)
     }
+}
+
+/// What every request goes through: the host's trace context (feature `otel`).
+#[cfg(feature = "otel")]
+fn request_layer() -> TraceContextLayer {
+    TraceContextLayer
+}
+
+#[cfg(not(feature = "otel"))]
+fn request_layer() -> tower_layer::Identity {
+    tower_layer::Identity::new()
 }
 
 /// Unix sockets, except for hosts that send no `PLUGIN_PROTOCOL_VERSIONS`.

@@ -90,8 +90,54 @@ fn filter_from(value: Option<&str>) -> (EnvFilter, Option<String>) {
     }
 }
 
-/// The default writer: stderr, locked for each line.
-type LockedStderr = fn() -> io::StderrLock<'static>;
+/// The default writer: the log channel, locked for each line.
+type LockedStderr = fn() -> LogStderr;
+
+/// The plugin's log channel, locked for one line: stderr as the host connected it.
+///
+/// That is file descriptor 2, except while `plugin.GRPCStdio` captures stderr
+/// ([`Builder::capture_stderr`](crate::Builder::capture_stderr)): logs then still
+/// go to the host's stderr pipe, where go-plugin hosts parse them as hclog, as
+/// go-plugin's own logger does. [`HclogLayer::new`] writes here.
+pub struct LogStderr {
+    saved: std::sync::MutexGuard<'static, Option<std::fs::File>>,
+    stderr: Option<io::StderrLock<'static>>,
+}
+
+impl LogStderr {
+    /// Locks the log channel until the value is dropped.
+    pub fn lock() -> Self {
+        let saved = crate::stdio::log_stderr();
+        let stderr = saved.is_none().then(|| io::stderr().lock());
+        LogStderr { saved, stderr }
+    }
+}
+
+impl Write for LogStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match (&mut *self.saved, &mut self.stderr) {
+            (Some(file), _) => file.write(buf),
+            (None, Some(stderr)) => stderr.write(buf),
+            (None, None) => io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match (&mut *self.saved, &mut self.stderr) {
+            (Some(file), _) => file.flush(),
+            (None, Some(stderr)) => stderr.flush(),
+            (None, None) => io::stderr().flush(),
+        }
+    }
+}
+
+impl fmt::Debug for LogStderr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStderr")
+            .field("captured", &self.saved.is_some())
+            .finish()
+    }
+}
 
 /// A [`Layer`] that writes each event as one line of hclog JSON.
 ///
@@ -102,10 +148,11 @@ pub struct HclogLayer<W = LockedStderr> {
 }
 
 impl HclogLayer {
-    /// A layer writing to stderr.
+    /// A layer writing to stderr (to the original stderr while GRPCStdio captures
+    /// it: see [`LogStderr`]).
     pub fn new() -> Self {
         HclogLayer {
-            make_writer: || io::stderr().lock(),
+            make_writer: LogStderr::lock,
         }
     }
 }
