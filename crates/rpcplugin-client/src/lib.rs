@@ -35,10 +35,12 @@
 //! second later if the plugin is still there (from a reaper thread, so `drop` never
 //! blocks).
 
+mod broker;
 mod launch;
 mod output;
 mod tls;
 
+pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
@@ -77,6 +79,7 @@ pub struct PluginClient {
     stderr_task: Option<JoinHandle<()>>,
     stdout_task: Option<JoinHandle<()>>,
     tls: bool,
+    broker: GrpcBroker,
 }
 
 /// How a plugin ended when it was stopped.
@@ -144,6 +147,13 @@ impl PluginClient {
         self.tls
     }
 
+    /// The broker for bidirectional plugins: serve services to the plugin under
+    /// an id ([`GrpcBroker::accept_and_serve`]) or dial ones it serves
+    /// ([`GrpcBroker::dial`]). Cheap to clone.
+    pub fn broker(&self) -> GrpcBroker {
+        self.broker.clone()
+    }
+
     /// The last lines the plugin wrote on stderr.
     pub fn stderr_tail(&self) -> Vec<String> {
         self.tail.lines()
@@ -160,6 +170,8 @@ impl PluginClient {
     /// process group, another grace period, SIGKILL; then reaps it and removes its
     /// socket directory. Never waits longer than about twice the grace plus a second.
     pub async fn stop(mut self) -> Result<Stopped> {
+        // As go-plugin: the broker goes first, then the plugin.
+        self.broker.close();
         let mut child = self.child.take().expect("a running client has a child");
         let started = Instant::now();
         let stopped = stop_child(&mut child, self.pid, &self.channel, self.grace).await;
@@ -264,6 +276,7 @@ fn kill_group(pid: u32, signal: Signal) {
 
 impl Drop for PluginClient {
     fn drop(&mut self) {
+        self.broker.close();
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -319,6 +332,7 @@ pub struct Builder {
     environment: Option<Environment>,
     tls: tls::TlsOptions,
     checksum: Option<Sha256>,
+    broker_dial_timeout: Option<Duration>,
 }
 
 impl Builder {
@@ -337,6 +351,7 @@ impl Builder {
             environment: None,
             tls: tls::TlsOptions::default(),
             checksum: None,
+            broker_dial_timeout: None,
         }
     }
 
@@ -453,6 +468,13 @@ impl Builder {
         self
     }
 
+    /// How long [`GrpcBroker::dial`] waits for the plugin to announce an id
+    /// (default [`DEFAULT_BROKER_DIAL_TIMEOUT`], 5 s, as go-plugin).
+    pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_dial_timeout = Some(timeout);
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -548,6 +570,7 @@ impl Builder {
             stderr_task,
             stdout_task: None,
             tls: false,
+            broker: GrpcBroker::detached(),
         };
         // From here every failure drops `client`, which kills the process group and
         // removes the socket directory.
@@ -568,7 +591,23 @@ impl Builder {
             .map_err(|err| client.with_line_context(err, &line))?;
         client.tls = dial.is_some();
         let pinned = dial.as_ref().is_some_and(|d| d.pinned);
+        let broker_ready = broker::Ready {
+            transport: match (&client.handshake.endpoint, &client.socket_dir) {
+                (Endpoint::Unix(_), Some(dir)) => {
+                    Arc::new(rpcplugin_transport::UnixTransport::new().dir(dir.path()))
+                }
+                _ => Arc::new(rpcplugin_transport::TcpTransport::new()),
+            },
+            accept_tls: host_tls.broker_accept(client.handshake.server_cert.as_deref())?,
+            dial_tls: dial.as_ref().map(|d| d.config.clone()),
+            dial_timeout: self
+                .broker_dial_timeout
+                .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
+        };
         client.channel = client.connect(dial).await?;
+        // Opened first, as go-plugin hosts do; a plugin without a broker just
+        // closes it.
+        client.broker = GrpcBroker::start(client.channel.clone(), broker_ready, &client.name);
         client.check_health(pinned).await?;
         Ok(client)
     }

@@ -10,7 +10,8 @@
 //! 3. binds a Unix socket in a private directory (or loopback TCP), honouring
 //!    `PLUGIN_UNIX_SOCKET_DIR`, `PLUGIN_UNIX_SOCKET_GROUP`, `PLUGIN_MIN_PORT`/`MAX_PORT`;
 //! 4. serves your services plus `grpc.health.v1.Health` (`"plugin"` is SERVING),
-//!    `plugin.GRPCController` and gRPC reflection;
+//!    `plugin.GRPCController`, `plugin.GRPCBroker` (see [`GrpcBroker`]: calls back
+//!    into the host) and gRPC reflection;
 //! 5. prints the handshake line on stdout once it accepts connections;
 //! 6. stops gracefully on `GRPCController.Shutdown` (after replying), on SIGTERM, and
 //!    when its host process is gone, removing its socket.
@@ -53,11 +54,13 @@
 //! `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`. A service added with [`Builder::add_service`]
 //! keeps tonic's own defaults (4 MiB received).
 
+mod broker;
 mod controller;
 mod health;
 mod incoming;
 mod tls;
 
+pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
@@ -197,6 +200,8 @@ pub struct Builder {
     drain_timeout: Option<Duration>,
     environment: Option<Environment>,
     tls: tls::TlsOptions,
+    broker: GrpcBroker,
+    broker_dial_timeout: Option<Duration>,
 }
 
 impl Default for Builder {
@@ -213,6 +218,8 @@ impl Default for Builder {
             drain_timeout: None,
             environment: None,
             tls: tls::TlsOptions::default(),
+            broker: GrpcBroker::default(),
+            broker_dial_timeout: None,
         }
     }
 }
@@ -338,6 +345,21 @@ impl Builder {
         self
     }
 
+    /// The plugin's [`GrpcBroker`], for services that call back into the host
+    /// (`broker.dial(id)`) or serve it more (`broker.accept_and_serve(id, ..)`).
+    /// Clone it into your services before [`serve`](Self::serve); it works once
+    /// the plugin serves.
+    pub fn broker(&self) -> GrpcBroker {
+        self.broker.clone()
+    }
+
+    /// How long [`GrpcBroker::dial`] waits for the host to announce an id
+    /// (default [`DEFAULT_BROKER_DIAL_TIMEOUT`], 5 s, as go-plugin).
+    pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_dial_timeout = Some(timeout);
+        self
+    }
+
     /// Uses this environment instead of the process's (for embedding and tests).
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -449,7 +471,7 @@ impl Builder {
             .transports
             .or_else(|| settings.server_transports.clone())
             .unwrap_or_else(|| automatic_transports(&received));
-        let transport: Box<dyn Transport> = match transports.first() {
+        let transport: Arc<dyn Transport> = match transports.first() {
             Some(Network::Unix) | None => {
                 let mut t = UnixTransport::new();
                 if let Some(dir) = &received.unix_socket_dir {
@@ -458,16 +480,24 @@ impl Builder {
                 if let Some(group) = &received.unix_socket_group {
                     t = t.group(group);
                 }
-                Box::new(t)
+                Arc::new(t)
             }
             Some(Network::Tcp) => {
                 let mut t = TcpTransport::new();
                 if let Some((min, max)) = received.port_range {
                     t = t.port_range(min, max);
                 }
-                Box::new(t)
+                Arc::new(t)
             }
         };
+        self.broker.set_ready(broker::Ready {
+            transport: transport.clone(),
+            accept_tls: tls.as_ref().map(|t| t.config.clone()),
+            dial_tls: tls.as_ref().map(|t| t.dial.clone()),
+            dial_timeout: self
+                .broker_dial_timeout
+                .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
+        });
         Ok(Prepared {
             app_version: negotiated.version(),
             tls,
@@ -479,6 +509,7 @@ impl Builder {
             reflection: self.reflection,
             ignore_sigint: settings.ignore_sigint,
             drain_timeout: self.drain_timeout.unwrap_or(settings.shutdown_grace),
+            broker: self.broker,
         })
     }
 }
@@ -487,13 +518,14 @@ struct Prepared {
     app_version: u32,
     tls: Option<tls::ServerTls>,
     multiplex: bool,
-    transport: Box<dyn Transport>,
+    transport: Arc<dyn Transport>,
     limits: Limits,
     services: Vec<AddService>,
     service_names: Vec<String>,
     reflection: Vec<&'static [u8]>,
     ignore_sigint: bool,
     drain_timeout: Duration,
+    broker: GrpcBroker,
 }
 
 impl Prepared {
@@ -516,6 +548,7 @@ impl Prepared {
         routes.add_service(GrpcControllerServer::new(controller::Controller {
             stop: stop_tx.clone(),
         }));
+        routes.add_service(self.broker.service());
         add_reflection(&mut routes, &self.reflection)?;
 
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -559,6 +592,7 @@ impl Prepared {
         stop_sources.abort();
         tracing::debug!(?reason, "plugin stopping");
         let _ = serving_tx.send(false);
+        self.broker.close();
         let _ = shutdown_tx.send(());
         if tokio::time::timeout(self.drain_timeout, &mut server)
             .await
