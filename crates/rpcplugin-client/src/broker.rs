@@ -379,8 +379,9 @@ fn dial_timeout_error(id: u32, timeout: Duration, peer: &str) -> Error {
     )
     .with_hint(format!(
         "the {peer} must serve the id (rpcplugin: broker().accept_and_serve({id}, ..); go-plugin: \
-         broker.AcceptAndServe({id}, ..)) before or while this side dials; check that both sides \
-         use the id sent in the request, or raise the broker dial timeout"
+         broker.AcceptAndServe({id}, ..)) before or while this side dials, once per dial (an \
+         announcement is used by one dial, as in go-plugin); check that both sides use the id \
+         sent in the request, or raise the broker dial timeout"
     ))
 }
 
@@ -668,16 +669,29 @@ fn incoming(
                     Ok(stream) => {
                         let _ = tx.send(Ok(Connection(stream))).await;
                     }
-                    Err(err) => tracing::warn!(
-                        error = %err,
-                        "refused a brokered connection: TLS failed (the plugin must present its own certificate)"
-                    ),
+                    Err(err) => log_tls_failure(&err),
                 }
                 drop(permit);
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+fn log_tls_failure(err: &std::io::Error) {
+    match rpcplugin_transport::TlsFailure::find(err) {
+        Some(failure @ rpcplugin_transport::TlsFailure::RefusedByPeer(_)) => tracing::warn!(
+            reason = %failure,
+            "a brokered connection from the plugin failed: it refused this host's certificate; \
+             go-plugin plugins before 1.4.4 cannot dial back to their host under AutoMTLS \
+             (go-plugin#109)"
+        ),
+        Some(failure) => tracing::warn!(
+            reason = %failure,
+            "refused a brokered connection: TLS failed (the plugin must present its own certificate)"
+        ),
+        None => tracing::debug!(error = %err, "a brokered connection failed during TLS"),
+    }
 }
 
 /// One accepted brokered connection, as tonic wants it.

@@ -326,8 +326,9 @@ fn dial_timeout_error(id: u32, timeout: Duration, peer: &str) -> Error {
     )
     .with_hint(format!(
         "the {peer} must serve the id (rpcplugin: broker().accept_and_serve({id}, ..); go-plugin: \
-         broker.AcceptAndServe({id}, ..)) before or while this side dials; check that both sides \
-         use the id sent in the request, or raise the broker dial timeout"
+         broker.AcceptAndServe({id}, ..)) before or while this side dials, once per dial (an \
+         announcement is used by one dial, as in go-plugin); check that both sides use the id \
+         sent in the request, or raise the broker dial timeout"
     ))
 }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the Go go-plugin interop peers: OUTDIR/kv-plugin and OUTDIR/kv-host.
+# Build the Go go-plugin interop peers: OUTDIR/kv-plugin, kv-host, counter-plugin
+# and counter-host (the bidirectional example).
 #
 #   tests/interop/go/build.sh OUTDIR
 #
@@ -57,7 +58,7 @@ fi
 
 # ---------------------------------------------------------------- GOPATH
 # OUTDIR/gopath/src is a fresh copy of tests/interop/go/src (packages
-# kvproto, kvplugin, kvhost); Debian's Go sources come second in GOPATH.
+# kvproto, kvplugin, kvhost, counterproto, counterplugin, counterhost); Debian's Go sources come second in GOPATH.
 GOP="$OUTDIR/gopath"
 mkdir -p "$GOP/src" "$GOP/cache"
 rm -rf "$GOP/src.new"
@@ -77,10 +78,10 @@ if [ -z "$GO" ] && [ -x /usr/lib/go/bin/go ]; then GO=/usr/lib/go/bin/go; fi
 if [ -z "$GO" ]; then log "FAIL: go not found"; exit 1; fi
 
 log "$("$GO" version), GOPATH=$GOPATH"
-for b in kvplugin:kv-plugin kvhost:kv-host; do
+for b in kvplugin:kv-plugin kvhost:kv-host counterplugin:counter-plugin counterhost:counter-host; do
     pkg="${b%%:*}"; out="${b##*:}"
     log "go build -o $OUTDIR/$out $pkg"
     (cd "$GOP/src/$pkg" && "$GO" build -o "$OUTDIR/$out.tmp" .)
     mv -f "$OUTDIR/$out.tmp" "$OUTDIR/$out"
 done
-log "built $OUTDIR/kv-plugin and $OUTDIR/kv-host"
+log "built $OUTDIR/kv-plugin, kv-host, counter-plugin and counter-host"
