@@ -732,8 +732,14 @@ impl PluginClient {
         };
         let parsed =
             HandshakeLine::parse(line).map_err(|e| with_context(e, "sent an invalid handshake"))?;
-        rpcplugin_handshake::check_line(&parsed, versions)
-            .map_err(|e| with_context(e, "cannot be used by this host"))?;
+        rpcplugin_handshake::check_line(&parsed, versions).map_err(|e| {
+            let what = if e.code() == "handshake.incompatible_app_version" {
+                "has no app protocol version in common with this host"
+            } else {
+                "cannot be used by this host"
+            };
+            with_context(e, what)
+        })?;
         let network = parsed.endpoint.network();
         if !networks.contains(&network) {
             return Err(Error::new(

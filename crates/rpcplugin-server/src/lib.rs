@@ -59,11 +59,13 @@ mod controller;
 mod health;
 mod incoming;
 mod tls;
+mod versions;
 
 pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
+pub use versions::ServiceSet;
 
 use rpcplugin_core::Network;
 use rpcplugin_handshake::{HandshakeLine, MagicCookie, Negotiated, ReceivedEnv};
@@ -184,13 +186,15 @@ pub enum StopReason {
     Requested,
 }
 
-type AddService = Box<dyn FnOnce(Limits, &mut RoutesBuilder) + Send>;
+pub(crate) type AddService = Box<dyn FnOnce(Limits, &mut RoutesBuilder) + Send>;
 
 /// Configures and runs a plugin server. See the [crate docs](crate).
+#[derive(Default)]
 #[must_use]
 pub struct Builder {
     cookie: Option<(String, String)>,
-    versions: Vec<u32>,
+    versions: Option<Vec<u32>>,
+    versioned: std::collections::BTreeMap<u32, ServiceSet>,
     services: Vec<AddService>,
     service_names: Vec<String>,
     reflection: Vec<&'static [u8]>,
@@ -204,31 +208,12 @@ pub struct Builder {
     broker_dial_timeout: Option<Duration>,
 }
 
-impl Default for Builder {
-    fn default() -> Self {
-        Self {
-            cookie: None,
-            versions: vec![1],
-            services: Vec::new(),
-            service_names: Vec::new(),
-            reflection: Vec::new(),
-            transports: None,
-            max_receive: None,
-            max_send: None,
-            drain_timeout: None,
-            environment: None,
-            tls: tls::TlsOptions::default(),
-            broker: GrpcBroker::default(),
-            broker_dial_timeout: None,
-        }
-    }
-}
-
 impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("cookie_key", &self.cookie.as_ref().map(|c| &c.0))
             .field("versions", &self.versions)
+            .field("versioned", &self.versioned)
             .field("services", &self.service_names)
             .field("transports", &self.transports)
             .field("auto_mtls", &self.tls.auto_mtls)
@@ -246,15 +231,27 @@ impl Builder {
         self
     }
 
-    /// Serves one app protocol version (the default is 1).
+    /// Serves one app protocol version (the default is 1, unless versioned sets
+    /// are given).
     pub fn protocol_version(mut self, version: u32) -> Self {
-        self.versions = vec![version];
+        self.versions = Some(vec![version]);
         self
     }
 
     /// Serves several app protocol versions; the highest one the host offers wins.
+    /// Versions with a [`ServiceSet`] are served as well.
     pub fn protocol_versions(mut self, versions: impl IntoIterator<Item = u32>) -> Self {
-        self.versions = versions.into_iter().collect();
+        self.versions = Some(versions.into_iter().collect());
+        self
+    }
+
+    /// Serves `set` when the host and the plugin agree on app protocol `version`
+    /// (go-plugin's `VersionedPlugins`). Give one set per version; the plugin then
+    /// serves every version with a set, the highest the host offers wins, and only
+    /// that version's services are served, besides those added with
+    /// [`add_service`](Self::add_service), which every version serves.
+    pub fn versioned_services(mut self, version: u32, set: ServiceSet) -> Self {
+        self.versioned.entry(version).or_default().extend(set);
         self
     }
 
@@ -416,7 +413,7 @@ impl Builder {
 
     /// Everything up to binding: the checks a person running the plugin by hand hits
     /// first, before any socket exists.
-    fn prepare(self) -> Result<Prepared> {
+    fn prepare(mut self) -> Result<Prepared> {
         let env = self.environment.unwrap_or_else(Environment::capture);
         let settings = Settings::from_environment(&env)?;
         let Some((key, value)) = settings.magic_cookie(self.cookie) else {
@@ -435,23 +432,25 @@ impl Builder {
         let tls = self
             .tls
             .resolve(&settings, received.client_cert_pem.as_deref())?;
-        if self.versions.is_empty() {
+        let versions =
+            versions::served_versions(self.versions.as_deref(), self.versioned.keys().copied());
+        if versions.is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,
                 "config.no_versions",
                 "the plugin serves no app protocol version",
             )
-            .with_hint("call .protocol_version(N) on the plugin server builder"));
+            .with_hint("call .protocol_version(N) or .versioned_services(N, ..) on the plugin server builder"));
         }
         if let Some(list) = &received.protocol_versions {
             for bad in &list.rejected {
                 tracing::warn!(entry = %bad, "host sent an invalid app protocol version; skipped");
             }
         }
-        let negotiated = received.negotiate(&self.versions);
+        let negotiated = received.negotiate(&versions);
         if let Negotiated::NoneInCommon { fallback } = negotiated {
             tracing::warn!(
-                served = ?self.versions,
+                served = ?versions,
                 offered = ?received.protocol_versions.as_ref().map(|l| &l.versions),
                 announced = fallback,
                 "no app protocol version in common with the host; announcing the lowest served, the host will refuse it"
@@ -498,14 +497,21 @@ impl Builder {
                 .broker_dial_timeout
                 .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
         });
+        let mut services = self.services;
+        let mut service_names = self.service_names;
+        if let Some(set) = self.versioned.remove(&negotiated.version()) {
+            services.extend(set.services);
+            service_names.extend(set.names);
+        }
+        tracing::debug!(version = negotiated.version(), services = ?service_names, "serving");
         Ok(Prepared {
             app_version: negotiated.version(),
             tls,
             multiplex: received.multiplex_grpc,
             transport,
             limits,
-            services: self.services,
-            service_names: self.service_names,
+            services,
+            service_names,
             reflection: self.reflection,
             ignore_sigint: settings.ignore_sigint,
             drain_timeout: self.drain_timeout.unwrap_or(settings.shutdown_grace),
