@@ -7,6 +7,10 @@
 //! ```text
 //! cargo run --example kv_plugin
 //! ```
+//!
+//! With `--debug` it runs on its own instead (debug mode): it prints its reattach
+//! information as one line of JSON on stdout and serves until Ctrl-C; hosts attach
+//! with that line (`kv_host --reattach JSON`) and leave it running.
 
 use rpcplugin::proto::examples::bench::bench_server::{Bench, BenchServer};
 use rpcplugin::proto::examples::bench::{DownloadRequest, Payload};
@@ -79,9 +83,11 @@ fn main() -> ExitCode {
         )
         .with_ansi(false)
         .init();
+    let debug = std::env::args().skip(1).any(|a| a == "--debug");
     rpcplugin::plugin_server()
         .handshake("BASIC_PLUGIN", "hello")
         .protocol_version(1)
+        .debug_mode(debug)
         .add_service_with(|limits| limits.apply(KvServer::new(Store::default())))
         .add_service_with(|limits| limits.apply(BenchServer::new(Echo)))
         .run()

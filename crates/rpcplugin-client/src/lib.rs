@@ -38,13 +38,15 @@
 mod broker;
 mod launch;
 mod output;
+mod reattach;
 mod tls;
 
 pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
+pub use reattach::AttachBuilder;
 pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
-pub use rpcplugin_handshake::HandshakeLine;
+pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
 pub use tonic::transport::Channel;
 
 use hyper_util::rt::TokioIo;
@@ -80,6 +82,7 @@ pub struct PluginClient {
     stdout_task: Option<JoinHandle<()>>,
     tls: bool,
     broker: GrpcBroker,
+    attached: bool,
 }
 
 /// How a plugin ended when it was stopped.
@@ -94,6 +97,9 @@ pub enum StopMethod {
     Killed,
     /// It had already exited before the stop began.
     AlreadyExited,
+    /// The client had attached to a plugin it did not start
+    /// ([`PluginClient::attach`]): it only disconnected, and the plugin runs on.
+    Detached,
 }
 
 /// The result of [`PluginClient::stop`].
@@ -101,7 +107,8 @@ pub enum StopMethod {
 pub struct Stopped {
     /// Which step of the stop sequence ended the process.
     pub method: StopMethod,
-    /// Its exit status.
+    /// Its exit status (success for [`StopMethod::Detached`], whose process did
+    /// not exit).
     pub status: ExitStatus,
 }
 
@@ -169,10 +176,19 @@ impl PluginClient {
     /// Stops the plugin: `GRPCController.Shutdown`, a grace period, SIGTERM to its
     /// process group, another grace period, SIGKILL; then reaps it and removes its
     /// socket directory. Never waits longer than about twice the grace plus a second.
+    /// An attached client ([`PluginClient::attach`]) only disconnects
+    /// ([`StopMethod::Detached`]): it never stops a plugin it did not start.
     pub async fn stop(mut self) -> Result<Stopped> {
         // As go-plugin: the broker goes first, then the plugin.
         self.broker.close();
-        let mut child = self.child.take().expect("a running client has a child");
+        let Some(mut child) = self.child.take() else {
+            use std::os::unix::process::ExitStatusExt;
+            tracing::debug!(plugin = %self.name, pid = self.pid, "detached from the plugin; it keeps running");
+            return Ok(Stopped {
+                method: StopMethod::Detached,
+                status: ExitStatus::from_raw(0),
+            });
+        };
         let started = Instant::now();
         let stopped = stop_child(&mut child, self.pid, &self.channel, self.grace).await;
         tracing::debug!(plugin = %self.name, pid = self.pid, took = ?started.elapsed(), ?stopped, "plugin stopped");
@@ -571,6 +587,7 @@ impl Builder {
             stdout_task: None,
             tls: false,
             broker: GrpcBroker::detached(),
+            attached: false,
         };
         // From here every failure drops `client`, which kills the process group and
         // removes the socket directory.

@@ -206,6 +206,7 @@ pub struct Builder {
     tls: tls::TlsOptions,
     broker: GrpcBroker,
     broker_dial_timeout: Option<Duration>,
+    debug: bool,
 }
 
 impl fmt::Debug for Builder {
@@ -357,6 +358,21 @@ impl Builder {
         self
     }
 
+    /// Debug mode: the plugin runs on its own (started by hand, under a debugger)
+    /// and a host attaches to it. Instead of the handshake line it prints its
+    /// reattach information, one line of JSON on stdout (see
+    /// [`ReattachConfig`](rpcplugin_handshake::ReattachConfig)), and serves until
+    /// SIGTERM or Ctrl-C, whoever attaches and leaves. No magic cookie is needed;
+    /// it serves its highest version, on a Unix socket unless the transports say
+    /// otherwise. TLS only when configured (`PLUGIN_SERVER_CERT`/`_KEY` and
+    /// `PLUGIN_CLIENT_ROOT_CERTS`, or [`identity`](Self::identity) and
+    /// [`client_ca_roots`](Self::client_ca_roots)): AutoMTLS needs a host that
+    /// starts the plugin. Over TCP it refuses to serve without TLS.
+    pub fn debug_mode(mut self, enabled: bool) -> Self {
+        self.debug = enabled;
+        self
+    }
+
     /// Uses this environment instead of the process's (for embedding and tests).
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -414,23 +430,14 @@ impl Builder {
     /// Everything up to binding: the checks a person running the plugin by hand hits
     /// first, before any socket exists.
     fn prepare(mut self) -> Result<Prepared> {
-        let env = self.environment.unwrap_or_else(Environment::capture);
+        let env = self.environment.take().unwrap_or_else(Environment::capture);
         let settings = Settings::from_environment(&env)?;
-        let Some((key, value)) = settings.magic_cookie(self.cookie) else {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "config.missing_cookie",
-                "no magic cookie configured for this plugin",
-            )
-            .with_hint(
-                "call .handshake(KEY, VALUE) on the plugin server builder (or set \
-                 PLUGIN_MAGIC_COOKIE_KEY and PLUGIN_MAGIC_COOKIE_VALUE); the host must use the same",
-            ));
+        let received = if self.debug {
+            debug_env()
+        } else {
+            received_env(self.cookie.take(), &settings, &env)?
         };
-        let cookie = MagicCookie::new(key, value)?;
-        let received = ReceivedEnv::from_lookup(&cookie, env.lookup())?;
-        let tls = self
-            .tls
+        let tls = std::mem::take(&mut self.tls)
             .resolve(&settings, received.client_cert_pem.as_deref())?;
         let versions =
             versions::served_versions(self.versions.as_deref(), self.versioned.keys().copied());
@@ -447,7 +454,12 @@ impl Builder {
                 tracing::warn!(entry = %bad, "host sent an invalid app protocol version; skipped");
             }
         }
-        let negotiated = received.negotiate(&versions);
+        let negotiated = if self.debug {
+            // Nobody offers anything: the newest version is the one being debugged.
+            Negotiated::Agreed(versions.iter().copied().max().unwrap_or(1))
+        } else {
+            received.negotiate(&versions)
+        };
         if let Negotiated::NoneInCommon { fallback } = negotiated {
             tracing::warn!(
                 served = ?versions,
@@ -466,10 +478,45 @@ impl Builder {
                 .or(settings.grpc_max_send_message_size)
                 .unwrap_or(DEFAULT_PLUGIN_MAX_MESSAGE_SIZE),
         };
+        let debug = self.debug;
         let transports = self
             .transports
+            .take()
             .or_else(|| settings.server_transports.clone())
-            .unwrap_or_else(|| automatic_transports(&received));
+            .unwrap_or_else(|| {
+                if debug {
+                    vec![Network::Unix]
+                } else {
+                    automatic_transports(&received)
+                }
+            });
+        if self.debug && tls.is_none() && transports.first() == Some(&Network::Tcp) {
+            return Err(Error::new(
+                ErrorKind::Security,
+                "security.debug_plaintext_tcp",
+                "a debug-mode plugin does not serve plaintext over tcp",
+            )
+            .with_hint(
+                "any local user could call it: serve on a unix socket (the default), or \
+                 configure TLS (PLUGIN_SERVER_CERT, PLUGIN_SERVER_KEY and \
+                 PLUGIN_CLIENT_ROOT_CERTS) so that only hosts with a certificate of that CA \
+                 can attach",
+            ));
+        }
+        Self::finish_prepare(
+            self, settings, received, tls, negotiated, limits, transports,
+        )
+    }
+
+    fn finish_prepare(
+        mut self,
+        settings: Settings,
+        received: ReceivedEnv,
+        tls: Option<tls::ServerTls>,
+        negotiated: Negotiated,
+        limits: Limits,
+        transports: Vec<Network>,
+    ) -> Result<Prepared> {
         let transport: Arc<dyn Transport> = match transports.first() {
             Some(Network::Unix) | None => {
                 let mut t = UnixTransport::new();
@@ -516,6 +563,7 @@ impl Builder {
             ignore_sigint: settings.ignore_sigint,
             drain_timeout: self.drain_timeout.unwrap_or(settings.shutdown_grace),
             broker: self.broker,
+            debug: self.debug,
         })
     }
 }
@@ -532,6 +580,7 @@ struct Prepared {
     ignore_sigint: bool,
     drain_timeout: Duration,
     broker: GrpcBroker,
+    debug: bool,
 }
 
 impl Prepared {
@@ -584,9 +633,20 @@ impl Prepared {
             result = &mut server => return server_result(result).map(|_| StopReason::Requested),
             _ = std::future::ready(()) => {}
         }
-        print_handshake(&line)?;
+        if self.debug {
+            print_reattach(&line)?;
+        } else {
+            print_handshake(&line)?;
+        }
 
-        let stop_sources = spawn_stop_sources(stop_tx, self.ignore_sigint, signal)?;
+        // A person runs a debug-mode plugin: Ctrl-C is for it, and its parent is a
+        // shell whose exit means nothing.
+        let stop_sources = spawn_stop_sources(
+            stop_tx,
+            self.ignore_sigint && !self.debug,
+            !self.debug,
+            signal,
+        )?;
         let reason = tokio::select! {
             result = &mut server => {
                 server_result(result)?;
@@ -649,6 +709,69 @@ fn server_result(result: std::result::Result<(), tonic::transport::Error>) -> Re
     })
 }
 
+/// The environment a debug-mode plugin acts on: nothing from a host.
+fn debug_env() -> ReceivedEnv {
+    ReceivedEnv {
+        protocol_versions: None,
+        client_cert_pem: None,
+        port_range: None,
+        unix_socket_dir: None,
+        unix_socket_group: None,
+        multiplex_grpc: false,
+    }
+}
+
+/// The cookie check, then what the host asked for.
+fn received_env(
+    cookie: Option<(String, String)>,
+    settings: &Settings,
+    env: &Environment,
+) -> Result<ReceivedEnv> {
+    let Some((key, value)) = settings.magic_cookie(cookie) else {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "config.missing_cookie",
+            "no magic cookie configured for this plugin",
+        )
+        .with_hint(
+            "call .handshake(KEY, VALUE) on the plugin server builder (or set \
+             PLUGIN_MAGIC_COOKIE_KEY and PLUGIN_MAGIC_COOKIE_VALUE); the host must use the same",
+        ));
+    };
+    let cookie = MagicCookie::new(key, value)?;
+    ReceivedEnv::from_lookup(&cookie, env.lookup())
+}
+
+/// Debug mode: the reattach JSON on stdout (one line, flushed), and for the person
+/// who started the plugin, how to use it on stderr.
+fn print_reattach(line: &HandshakeLine) -> Result<()> {
+    let mut config = rpcplugin_handshake::ReattachConfig::new(
+        line.app_version,
+        line.endpoint.clone(),
+        std::process::id(),
+    );
+    if let Some(der) = &line.server_cert {
+        config = config.with_server_cert(der.clone());
+    }
+    let json = config.to_json();
+    eprintln!(
+        "plugin serving in debug mode at {} (app protocol version {}); a host attaches with \
+         this reattach information (printed on stdout):\n  {json}\nStop it with Ctrl-C or SIGTERM.",
+        line.endpoint, line.app_version
+    );
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{json}")
+        .and_then(|()| stdout.flush())
+        .map_err(|err| {
+            Error::new(
+                ErrorKind::Handshake,
+                "handshake.write",
+                "cannot write the reattach information to stdout",
+            )
+            .with_source(err)
+        })
+}
+
 /// Writes the handshake line and flushes: go-plugin hosts read exactly one line.
 fn print_handshake(line: &HandshakeLine) -> Result<()> {
     let text = line.encode();
@@ -695,6 +818,7 @@ fn add_reflection(routes: &mut RoutesBuilder, extra: &[&'static [u8]]) -> Result
 fn spawn_stop_sources(
     stop: mpsc::Sender<StopReason>,
     ignore_sigint: bool,
+    watch_parent: bool,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal as unix_signal};
@@ -728,7 +852,7 @@ fn spawn_stop_sources(
                 _ = tick.tick() => {
                     // Re-parented: the host died without stopping us. Never on PID 1
                     // parents (a container's init started us on purpose).
-                    if parent != 1 && std::os::unix::process::parent_id() != parent {
+                    if watch_parent && parent != 1 && std::os::unix::process::parent_id() != parent {
                         break StopReason::HostGone;
                     }
                 }
