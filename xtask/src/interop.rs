@@ -28,6 +28,23 @@ enum Expect {
     Prints(&'static str, Option<&'static str>),
 }
 
+/// Starts `$1 --debug` as a person would, hands its reattach JSON to the host `$2
+/// --reattach`, and checks the plugin outlives the host; the plugin is stopped
+/// with SIGTERM at the end whatever happened.
+const REATTACH_SCRIPT: &str = r#"
+set -u
+out=$(mktemp -d)
+"$1" --debug > "$out/json" 2> "$out/plugin.err" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$out"' EXIT
+for _ in $(seq 200); do [ -s "$out/json" ] && break; sleep 0.05; done
+json=$(head -n 1 "$out/json")
+[ -n "$json" ] || { echo "FAIL: no reattach JSON; plugin said: $(cat "$out/plugin.err")" >&2; exit 1; }
+"$2" --reattach "$json" || exit 1
+kill -0 "$pid" 2>/dev/null || { echo "FAIL: the plugin is gone after the host exited" >&2; exit 1; }
+echo "plugin survived the host" >&2
+"#;
+
 /// What the bidirectional example's hosts print when both broker directions work.
 const COUNTER_OUT: &str = "hello = 3\nplugin helper: 40 + 2 = 42\n";
 
@@ -125,6 +142,42 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             expect: Expect::WorldWith("mutual TLS"),
         });
         push_broker_cases(&mut cases, &go, &bidirectional);
+        cases.push(Case {
+            name: "go-plugin kv-host (version 1) -> rpcplugin versioned plugin (serves 1 and 2)",
+            program: go.join("kv-host"),
+            args: vec![
+                "--strict-shutdown".into(),
+                "--".into(),
+                s(&examples.join("versioned")),
+                "plugin".into(),
+            ],
+            env: vec![],
+            expect: Expect::World,
+        });
+        for (name, host) in [
+            (
+                "go-plugin kv-host --reattach -> rpcplugin kv_plugin --debug (started by hand)",
+                go.join("kv-host"),
+            ),
+            (
+                "rpcplugin kv_host --reattach -> rpcplugin kv_plugin --debug (started by hand)",
+                kv_host.clone(),
+            ),
+        ] {
+            cases.push(Case {
+                name,
+                program: "bash".into(),
+                args: vec![
+                    "-c".into(),
+                    REATTACH_SCRIPT.into(),
+                    "reattach".into(),
+                    s(&kv_plugin),
+                    s(&host),
+                ],
+                env: vec![],
+                expect: Expect::WorldWith("plugin survived the host"),
+            });
+        }
     }
     if want("python") {
         let venv = out.join("venv");
