@@ -267,3 +267,33 @@ async fn a_plugin_that_dies_with_a_brokered_stream_open_ends_it_and_closes_the_b
     let stopped = within(CALL, "stop", plugin.stop()).await.unwrap();
     assert_eq!(stopped.method, rpcplugin::client::StopMethod::AlreadyExited);
 }
+
+#[tokio::test]
+async fn a_host_asking_for_a_multiplexed_broker_is_told_it_is_not_supported() {
+    // go-plugin 1.6+ hosts set PLUGIN_MULTIPLEX_GRPC and refuse a plugin whose
+    // handshake has no 7th field `true`; announcing it without multiplexing would
+    // break the connection instead.
+    let mut child = tokio::process::Command::new(example("bidirectional"))
+        .arg("plugin")
+        .env("BASIC_PLUGIN", "hello")
+        .env("PLUGIN_PROTOCOL_VERSIONS", "1")
+        .env("PLUGIN_MULTIPLEX_GRPC", "true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    within(
+        CALL,
+        "the handshake line",
+        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line),
+    )
+    .await
+    .unwrap();
+    assert_eq!(line.trim_end().split('|').count(), 6, "{line}");
+    assert!(!line.trim_end().ends_with("|true"), "{line}");
+    child.kill().await.unwrap();
+}

@@ -551,10 +551,19 @@ impl Builder {
             service_names.extend(set.names);
         }
         tracing::debug!(version = negotiated.version(), services = ?service_names, "serving");
+        if received.multiplex_grpc {
+            // Announcing `|true` would make the host run yamux over a connection
+            // that speaks plain HTTP/2. Six fields tell a go-plugin 1.6+ host that
+            // multiplexing is not supported, which it reports as such.
+            tracing::warn!(
+                "the host asked for a multiplexed broker (PLUGIN_MULTIPLEX_GRPC), which this \
+                 plugin does not support yet; a host that requires it will refuse the plugin"
+            );
+        }
         Ok(Prepared {
             app_version: negotiated.version(),
             tls,
-            multiplex: received.multiplex_grpc,
+            multiplex: false,
             transport,
             limits,
             services,
