@@ -8,7 +8,7 @@
 //! ```text
 //! bidirectional                    the host, running this same program as its plugin
 //! bidirectional plugin             the plugin (a host must start it)
-//! bidirectional host [--automtls] [--no-serve-helper] [--cookie KEY=VALUE] -- PLUGIN_COMMAND [ARGS...]
+//! bidirectional host [--automtls] [--multiplex] [--no-serve-helper] [--cookie KEY=VALUE] -- PLUGIN_COMMAND [ARGS...]
 //! ```
 //!
 //! The host puts 1 then 2 under `hello` (the plugin adds them with the host's
@@ -16,6 +16,8 @@
 //! `plugin helper: 40 + 2 = 42`, stops the plugin, and exits 0 only if both sums
 //! are right, its helper was called by the plugin, and the plugin is gone.
 //! `--no-serve-helper` skips the second part (for plugins without it).
+//! `--multiplex` asks for go-plugin 1.6's multiplexed broker: every brokered
+//! connection then runs inside the one connection to the plugin.
 //! Cookie `BASIC_PLUGIN=hello`, app protocol version 1, as go-plugin's example.
 
 use anyhow::{Context, bail, ensure};
@@ -155,6 +157,7 @@ fn serve_plugin() -> ExitCode {
 
 struct HostArgs {
     automtls: bool,
+    multiplex: bool,
     serve_helper: bool,
     cookie: (String, String),
     command: Vec<String>,
@@ -163,6 +166,7 @@ struct HostArgs {
 fn parse_host_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<HostArgs> {
     let mut parsed = HostArgs {
         automtls: false,
+        multiplex: false,
         serve_helper: true,
         cookie: ("BASIC_PLUGIN".to_owned(), "hello".to_owned()),
         command: Vec::new(),
@@ -170,6 +174,7 @@ fn parse_host_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Hos
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--automtls" => parsed.automtls = true,
+            "--multiplex" => parsed.multiplex = true,
             "--no-serve-helper" => parsed.serve_helper = false,
             "--cookie" => {
                 let value = args.next().context("--cookie needs KEY=VALUE")?;
@@ -182,7 +187,7 @@ fn parse_host_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Hos
     }
     ensure!(
         !parsed.command.is_empty(),
-        "usage: bidirectional host [--automtls] [--no-serve-helper] [--cookie KEY=VALUE] -- PLUGIN_COMMAND [ARGS...]"
+        "usage: bidirectional host [--automtls] [--multiplex] [--no-serve-helper] [--cookie KEY=VALUE] -- PLUGIN_COMMAND [ARGS...]"
     );
     Ok(parsed)
 }
@@ -193,13 +198,19 @@ async fn run_host(args: HostArgs) -> anyhow::Result<()> {
         .handshake(&args.cookie.0, &args.cookie.1)
         .protocol_versions([1])
         .auto_mtls(args.automtls)
+        .multiplex_grpc(args.multiplex)
         .start()
         .await?;
     let pid = plugin.pid();
     eprintln!(
-        "bidirectional: plugin {} (pid {pid}) at {} ({})",
+        "bidirectional: plugin {} (pid {pid}) at {} ({}{})",
         plugin.name(),
         plugin.endpoint(),
+        if plugin.broker().is_multiplexed() {
+            "multiplexed, "
+        } else {
+            ""
+        },
         if plugin.is_tls() {
             "mutual TLS"
         } else {
@@ -283,6 +294,7 @@ fn main() -> ExitCode {
             .context("cannot find this program to run it as the plugin")
             .map(|exe| HostArgs {
                 automtls: true,
+                multiplex: false,
                 serve_helper: true,
                 cookie: ("BASIC_PLUGIN".to_owned(), "hello".to_owned()),
                 command: vec![exe.to_string_lossy().into_owned(), "plugin".to_owned()],

@@ -268,16 +268,13 @@ async fn a_plugin_that_dies_with_a_brokered_stream_open_ends_it_and_closes_the_b
     assert_eq!(stopped.method, rpcplugin::client::StopMethod::AlreadyExited);
 }
 
-#[tokio::test]
-async fn a_host_asking_for_a_multiplexed_broker_is_told_it_is_not_supported() {
-    // go-plugin 1.6+ hosts set PLUGIN_MULTIPLEX_GRPC and refuse a plugin whose
-    // handshake has no 7th field `true`; announcing it without multiplexing would
-    // break the connection instead.
+/// The plugin's first stdout line when started with `env`.
+async fn handshake_line(env: &[(&str, &str)]) -> String {
     let mut child = tokio::process::Command::new(example("bidirectional"))
         .arg("plugin")
         .env("BASIC_PLUGIN", "hello")
         .env("PLUGIN_PROTOCOL_VERSIONS", "1")
-        .env("PLUGIN_MULTIPLEX_GRPC", "true")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -293,7 +290,142 @@ async fn a_host_asking_for_a_multiplexed_broker_is_told_it_is_not_supported() {
     )
     .await
     .unwrap();
-    assert_eq!(line.trim_end().split('|').count(), 6, "{line}");
-    assert!(!line.trim_end().ends_with("|true"), "{line}");
     child.kill().await.unwrap();
+    line.trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn the_seventh_handshake_field_only_when_the_host_asks_for_multiplexing() {
+    // go-plugin 1.0 hosts split the line into at most 6 fields: a 7th would end up
+    // inside the certificate field.
+    let plain = handshake_line(&[]).await;
+    assert_eq!(plain.split('|').count(), 6, "{plain}");
+    let asked = handshake_line(&[("PLUGIN_MULTIPLEX_GRPC", "true")]).await;
+    assert_eq!(asked.split('|').count(), 7, "{asked}");
+    assert!(asked.ends_with("|true"), "{asked}");
+}
+
+async fn start_multiplexed() -> PluginClient {
+    rpcplugin::plugin_client(example("bidirectional"))
+        .arg("plugin")
+        .handshake("BASIC_PLUGIN", "hello")
+        .multiplex_grpc(true)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("the bidirectional plugin starts: {}", rpcplugin::render(&e)))
+}
+
+#[tokio::test]
+async fn a_multiplexed_broker_calls_both_directions_inside_one_connection() {
+    init_tracing();
+    let plugin = start_multiplexed().await;
+    assert!(plugin.is_tls());
+    let broker = plugin.broker();
+    assert!(broker.is_multiplexed());
+    let socket = socket_path(plugin.endpoint());
+    let socket_dir = socket.parent().unwrap().to_owned();
+    let adder = HostAdder::default();
+    let mut counter = CounterClient::new(plugin.channel());
+    for value in [5, 7] {
+        let id = broker.next_id();
+        let server = broker
+            .accept_and_serve(id, Routes::new(AddHelperServer::new(adder.clone())))
+            .await
+            .expect("the host serves its helper");
+        assert_eq!(server.endpoint(), plugin.endpoint(), "no socket of its own");
+        within(
+            CALL,
+            "Put",
+            counter.put(PutRequest {
+                add_server: id,
+                key: "k".into(),
+                value,
+            }),
+        )
+        .await
+        .expect("Put calls back into the host over the multiplexed connection");
+        server.stop().await;
+    }
+    assert_eq!(adder.calls.load(Ordering::SeqCst), 2);
+    let id = counter
+        .serve_helper(Empty {})
+        .await
+        .unwrap()
+        .into_inner()
+        .broker_id;
+    let channel = within(CALL, "dial", broker.dial(id)).await.expect("dials");
+    let r = AddHelperClient::new(channel)
+        .sum(SumRequest { a: 40, b: 2 })
+        .await
+        .expect("Sum on the plugin's helper")
+        .into_inner()
+        .r;
+    assert_eq!(r, 42);
+    // Everything ran over the plugin's one socket.
+    let entries: Vec<_> = std::fs::read_dir(&socket_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries, [socket], "only the plugin's own socket");
+    let stopped = within(CALL, "stop", plugin.stop()).await.unwrap();
+    assert!(stopped.status.success());
+}
+
+#[tokio::test]
+async fn a_multiplexed_dial_of_an_id_nobody_serves_is_refused_at_once() {
+    init_tracing();
+    let plugin = start_multiplexed().await;
+    let started = Instant::now();
+    let err = plugin
+        .broker()
+        .dial(99)
+        .await
+        .map(|_| ())
+        .map_err(show)
+        .expect_err("nobody serves id 99");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.code(), "broker.knock_refused");
+    assert!(err.to_string().contains("no listener for id 99"), "{err}");
+    assert!(common::hint(&err).contains("AcceptAndServe(99"));
+    plugin.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_plugin_that_dies_with_a_multiplexed_stream_open_ends_it() {
+    init_tracing();
+    let plugin = start_multiplexed().await;
+    let pid = plugin.pid();
+    let broker = plugin.broker();
+    let mut counter = CounterClient::new(plugin.channel());
+    let helper = counter.serve_helper(Empty {}).await.unwrap().into_inner();
+    let channel = broker.dial(helper.broker_id).await.unwrap();
+    let mut ticks = AddHelperClient::new(channel)
+        .ticks(TicksRequest {
+            count: 100_000,
+            interval_ms: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within(CALL, "a tick", ticks.next()).await.unwrap().unwrap();
+    assert_eq!(first.r, 1);
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let ended = within(CALL, "the stream after SIGKILL", async {
+        loop {
+            match ticks.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => break Some(status),
+                None => break None,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_some(), "the stream ends with an error");
+    assert!(wait_until(CALL, || !broker.is_open()).await);
+    let stopped = within(CALL, "stop", plugin.stop()).await.unwrap();
+    assert_eq!(stopped.method, rpcplugin::client::StopMethod::AlreadyExited);
 }

@@ -275,6 +275,20 @@ fn push_broker_cases(cases: &mut Vec<Case>, go: &Path, bidirectional: &Path) {
         expect: Expect::Prints(COUNTER_OUT, Some("mutual TLS")),
     });
     cases.push(Case {
+        name: "rpcplugin bidirectional host --multiplex -> rpcplugin plugin (one connection, yamux)",
+        program: bidirectional.to_owned(),
+        args: with(&["host", "--automtls", "--multiplex"], rust_plugin()),
+        env: vec![],
+        expect: Expect::Prints(COUNTER_OUT, Some("multiplexed, mutual TLS")),
+    });
+    cases.push(Case {
+        name: "rpcplugin bidirectional host --multiplex -> go-plugin counter-plugin: refused (1.0.1 cannot multiplex)",
+        program: bidirectional.to_owned(),
+        args: vec!["host".into(), "--multiplex".into(), "--".into(), s(&go_plugin)],
+        env: vec![],
+        expect: Expect::Failure("does not support a multiplexed broker"),
+    });
+    cases.push(Case {
         name: "go-plugin counter-host -> rpcplugin bidirectional plugin (unix)",
         program: go_host.clone(),
         args: rust_plugin(),

@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
 use rpcplugin_proto::plugin::ConnInfo;
+use rpcplugin_proto::plugin::conn_info::Knock;
 use rpcplugin_proto::plugin::grpc_broker_client::GrpcBrokerClient;
 use rpcplugin_transport::rustls::pki_types::ServerName;
 use rpcplugin_transport::rustls::{ClientConfig, ServerConfig};
-use rpcplugin_transport::{DEFAULT_TLS_HANDSHAKE_TIMEOUT, Listener, Transport};
+use rpcplugin_transport::{DEFAULT_TLS_HANDSHAKE_TIMEOUT, Listener, MuxRouter, Transport};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Routes;
@@ -81,6 +82,11 @@ struct Inner {
     closed: AtomicBool,
     /// Why the broker closed, for the errors after it.
     closed_because: OnceLock<Closed>,
+    /// This side's own endpoint (what multiplexed brokered servers report).
+    endpoint: OnceLock<Endpoint>,
+    /// Multiplexed dials knock and open one at a time, so that the accepting side
+    /// pairs each stream with its knock (as go-plugin's dial mutex does).
+    dial_lock: tokio::sync::Mutex<()>,
     /// Bumped when the broker closes: brokered servers watch it and stop.
     generation: watch::Sender<u64>,
 }
@@ -100,6 +106,8 @@ pub(crate) struct Ready {
     pub(crate) accept_tls: Option<Arc<ServerConfig>>,
     pub(crate) dial_tls: Option<Arc<ClientConfig>>,
     pub(crate) dial_timeout: Duration,
+    /// Set when the broker is multiplexed (the host asked with `PLUGIN_MULTIPLEX_GRPC`).
+    pub(crate) mux: Option<Arc<MuxRouter>>,
 }
 
 #[derive(Default)]
@@ -183,6 +191,8 @@ impl GrpcBroker {
                 closed: AtomicBool::new(false),
                 closed_because: OnceLock::new(),
                 generation: watch::Sender::new(0),
+                endpoint: OnceLock::new(),
+                dial_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -225,6 +235,32 @@ impl GrpcBroker {
     pub async fn accept_and_serve(&self, id: u32, routes: Routes) -> Result<BrokeredServer> {
         let ready = self.ready()?;
         self.check_open()?;
+        if let Some(router) = &ready.mux {
+            // Multiplexed: nothing to bind or announce; the peer knocks for the id.
+            let incoming = brokered_incoming(router.listen(id), ready.accept_tls.clone());
+            let (stop_tx, stop_rx) = oneshot::channel();
+            let generation = self.inner.generation.subscribe();
+            let router = router.clone();
+            let task = tokio::spawn(async move {
+                serve_brokered(id, None, incoming, routes, stop_rx, generation).await;
+                router.unlisten(id);
+            });
+            tracing::debug!(
+                id,
+                "brokered server listening on the multiplexed connection"
+            );
+            return Ok(BrokeredServer {
+                id,
+                endpoint: self
+                    .inner
+                    .endpoint
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| Endpoint::Unix(std::path::PathBuf::new())),
+                stop: Some(stop_tx),
+                task: Some(task),
+            });
+        }
         let listener = Arc::new(ready.transport.bind().await?);
         let endpoint = listener.endpoint().clone();
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -235,7 +271,12 @@ impl GrpcBroker {
             self.inner.generation.subscribe(),
         );
         let task = tokio::spawn(serve_brokered(
-            id, listener, incoming, routes, stop_rx, generation,
+            id,
+            Some(listener),
+            incoming,
+            routes,
+            stop_rx,
+            generation,
         ));
         let info = ConnInfo {
             service_id: id,
@@ -289,6 +330,9 @@ impl GrpcBroker {
     /// As [`dial`](Self::dial).
     pub async fn dial_with_timeout(&self, id: u32, timeout: Duration) -> Result<Channel> {
         let ready = self.ready()?;
+        if let Some(router) = &ready.mux {
+            return connect_muxed(self.clone(), router.clone(), id, timeout).await;
+        }
         let info = self.wait_for(id, timeout).await?;
         let endpoint = announced_endpoint(&info)?;
         connect_channel(id, endpoint, ready.dial_tls.clone()).await
@@ -303,6 +347,54 @@ impl GrpcBroker {
     /// Ends the stream, stops every brokered server and fails waiting dials.
     pub(crate) fn close(&self) {
         self.inner.close(Closed::Stopped);
+    }
+
+    /// Whether brokered connections run inside the one multiplexed connection
+    /// (the host asked with `PLUGIN_MULTIPLEX_GRPC`) instead of sockets of their own.
+    pub fn is_multiplexed(&self) -> bool {
+        self.inner.ready.get().is_some_and(|r| r.mux.is_some())
+    }
+
+    /// This side's own endpoint, once known.
+    pub(crate) fn set_endpoint(&self, endpoint: Endpoint) {
+        let _ = self.inner.endpoint.set(endpoint);
+    }
+
+    /// Knocks for `id` and waits for the peer's acknowledgement (multiplexed).
+    async fn knock(&self, id: u32, timeout: Duration) -> Result<()> {
+        let knock = ConnInfo {
+            service_id: id,
+            knock: Some(Knock {
+                knock: true,
+                ack: false,
+                error: String::new(),
+            }),
+            ..ConnInfo::default()
+        };
+        self.inner
+            .outgoing_tx
+            .send_timeout(knock, timeout)
+            .await
+            .map_err(|_| dial_timeout_error(id, timeout, "plugin"))?;
+        let ack = self.wait_for(id, timeout).await?;
+        match ack.knock {
+            Some(k) if k.ack && k.error.is_empty() => Ok(()),
+            Some(k) if k.ack => Err(Error::new(
+                ErrorKind::Protocol,
+                "broker.knock_refused",
+                format!("the plugin refused broker id {id}: {}", k.error),
+            )
+            .with_hint(format!(
+                "the plugin must serve the id (rpcplugin: accept_and_serve({id}, ..); go-plugin: \
+                 AcceptAndServe({id}, ..)) before this side dials it"
+            ))),
+            _ => Err(Error::new(
+                ErrorKind::Protocol,
+                "broker.bad_ack",
+                format!("the plugin answered the knock for broker id {id} with something else"),
+            )
+            .with_hint("both sides must multiplex, or neither")),
+        }
     }
 
     fn ready(&self) -> Result<&Ready> {
@@ -401,11 +493,8 @@ fn expire(pending: &mut Pending, timeout: Duration) {
 impl Inner {
     /// An announcement from the host: to a waiting dial, or kept for the next one.
     fn deliver(&self, info: ConnInfo, timeout: Duration) {
-        if info.knock.is_some() {
-            tracing::debug!(
-                id = info.service_id,
-                "ignoring a multiplexing knock: the broker is not multiplexed"
-            );
+        if info.knock.as_ref().is_some_and(|k| k.knock && !k.ack) {
+            self.answer_knock(info.service_id);
             return;
         }
         let id = info.service_id;
@@ -421,6 +510,32 @@ impl Inner {
         pending
             .slots
             .insert(id, Slot::Arrived(info, Instant::now()));
+    }
+
+    /// The peer knocks for `id`: its next stream is for that brokered server.
+    fn answer_knock(&self, id: u32) {
+        let result = match self.ready.get().and_then(|r| r.mux.as_ref()) {
+            Some(router) => router.knock(id),
+            None => Err("this broker is not multiplexed".to_owned()),
+        };
+        if let Err(error) = &result {
+            tracing::debug!(id, %error, "refusing a knock");
+        }
+        let ack = ConnInfo {
+            service_id: id,
+            knock: Some(Knock {
+                knock: true,
+                ack: true,
+                error: result.err().unwrap_or_default(),
+            }),
+            ..ConnInfo::default()
+        };
+        if self.outgoing_tx.try_send(ack).is_err() {
+            tracing::warn!(
+                id,
+                "cannot acknowledge a knock: the broker stream is full or closed"
+            );
+        }
     }
 
     fn dial_timeout(&self) -> Duration {
@@ -488,14 +603,16 @@ impl Drop for BrokeredServer {
     }
 }
 
-async fn serve_brokered(
+async fn serve_brokered<S>(
     id: u32,
-    listener: Arc<Listener>,
-    incoming: ReceiverStream<std::io::Result<Connection>>,
+    listener: Option<Arc<Listener>>,
+    incoming: S,
     routes: Routes,
     stop: oneshot::Receiver<()>,
     mut generation: watch::Receiver<u64>,
-) {
+) where
+    S: tokio_stream::Stream<Item = std::io::Result<Connection>> + Send + 'static,
+{
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_routes(routes)
@@ -524,7 +641,7 @@ async fn serve_brokered(
         );
     }
     drop(server);
-    if let Ok(listener) = Arc::try_unwrap(listener)
+    if let Some(Ok(listener)) = listener.map(Arc::try_unwrap)
         && let Err(err) = listener.close()
     {
         tracing::warn!(id, error = %err, "cannot remove a brokered socket");
@@ -621,6 +738,76 @@ async fn connect_channel(
         })
 }
 
+/// A channel whose every connection knocks for `id`, then opens a stream of the
+/// multiplexed session (TLS inside it), as go-plugin 1.6's dial.
+async fn connect_muxed(
+    broker: GrpcBroker,
+    router: Arc<MuxRouter>,
+    id: u32,
+    timeout: Duration,
+) -> Result<Channel> {
+    let tls = broker.ready()?.dial_tls.clone();
+    let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
+        let broker = broker.clone();
+        let router = router.clone();
+        let tls = tls.clone();
+        async move {
+            let one_at_a_time = broker.inner.dial_lock.lock().await;
+            broker.knock(id, timeout).await?;
+            let session = router.session().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Transport,
+                    "broker.closed",
+                    format!("cannot dial broker id {id}: the multiplexed connection is closed"),
+                )
+                .with_hint("the other side went away, or this one is stopping")
+            })?;
+            let stream = session.open().await.map_err(|err| {
+                Error::new(
+                    ErrorKind::Transport,
+                    "broker.connect",
+                    format!("cannot open a multiplexed stream for broker id {id}"),
+                )
+                .with_source(err)
+                .with_hint("the multiplexed connection is gone")
+            })?;
+            drop(one_at_a_time);
+            let stream = match tls {
+                None => stream,
+                Some(config) => stream
+                    .connect_tls(config, localhost(), DEFAULT_TLS_HANDSHAKE_TIMEOUT)
+                    .await
+                    .map_err(|err| {
+                        Error::new(ErrorKind::Security, "security.tls", "tls handshake failed")
+                            .with_source(err)
+                    })?,
+            };
+            Ok::<_, Error>(TokioIo::new(stream))
+        }
+    });
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_timeout(timeout + Duration::from_secs(5))
+        .connect_with_connector(connector)
+        .await
+        .map_err(|err| {
+            // The knock's own error, when that is what failed.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+            while let Some(e) = source {
+                if let Some(ours) = e.downcast_ref::<Error>() {
+                    return Error::new(ours.kind(), ours.code(), ours.to_string())
+                        .with_hint(ours.hint().unwrap_or_default().to_owned());
+                }
+                source = e.source();
+            }
+            Error::new(
+                ErrorKind::Transport,
+                "broker.connect",
+                format!("cannot connect to broker id {id} over the multiplexed connection"),
+            )
+            .with_source(err)
+        })
+}
+
 fn localhost() -> ServerName<'static> {
     ServerName::try_from("localhost").expect("a valid DNS name")
 }
@@ -651,6 +838,46 @@ fn incoming(
                     continue;
                 }
             };
+            let Some(config) = tls.clone() else {
+                if tx.send(Ok(Connection(stream))).await.is_err() {
+                    break;
+                }
+                continue;
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match stream
+                    .accept_tls(config, DEFAULT_TLS_HANDSHAKE_TIMEOUT)
+                    .await
+                {
+                    Ok(stream) => {
+                        let _ = tx.send(Ok(Connection(stream))).await;
+                    }
+                    Err(err) => log_tls_failure(&err),
+                }
+                drop(permit);
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Connections for a multiplexed brokered server: the streams the plugin's knocks
+/// claimed, TLS handshakes done (concurrently, at most 64 at once).
+fn brokered_incoming(
+    mut streams: mpsc::Receiver<rpcplugin_transport::Stream>,
+    tls: Option<Arc<ServerConfig>>,
+) -> ReceiverStream<std::io::Result<Connection>> {
+    let (tx, rx) = mpsc::channel(8);
+    let permits = Arc::new(tokio::sync::Semaphore::new(64));
+    tokio::spawn(async move {
+        while let Some(stream) = tokio::select! {
+            stream = streams.recv() => stream,
+            () = tx.closed() => None,
+        } {
             let Some(config) = tls.clone() else {
                 if tx.send(Ok(Connection(stream))).await.is_err() {
                     break;

@@ -349,6 +349,7 @@ pub struct Builder {
     tls: tls::TlsOptions,
     checksum: Option<Sha256>,
     broker_dial_timeout: Option<Duration>,
+    multiplex: bool,
 }
 
 impl Builder {
@@ -368,6 +369,7 @@ impl Builder {
             tls: tls::TlsOptions::default(),
             checksum: None,
             broker_dial_timeout: None,
+            multiplex: false,
         }
     }
 
@@ -491,6 +493,16 @@ impl Builder {
         self
     }
 
+    /// Asks for a multiplexed broker (go-plugin 1.6's `PLUGIN_MULTIPLEX_GRPC`,
+    /// default off): the main connection and every brokered one run as yamux
+    /// streams inside the one connection to the plugin, each with its own TLS,
+    /// instead of a socket per brokered id. A plugin that does not announce
+    /// support in its handshake is refused (`config.multiplex_unsupported`).
+    pub fn multiplex_grpc(mut self, enabled: bool) -> Self {
+        self.multiplex = enabled;
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -537,6 +549,7 @@ impl Builder {
         plugin_env.protocol_versions = self.versions.clone();
         plugin_env.unix_socket_dir = Some(socket_dir.path().to_owned());
         plugin_env.client_cert_pem = host_tls.client_cert_pem();
+        plugin_env.multiplex_grpc = self.multiplex;
 
         let mut command = Command::new(&program);
         command.args(&self.args);
@@ -608,7 +621,26 @@ impl Builder {
             .map_err(|err| client.with_line_context(err, &line))?;
         client.tls = dial.is_some();
         let pinned = dial.as_ref().is_some_and(|d| d.pinned);
+        let mux = match (self.multiplex, client.handshake.multiplex) {
+            (false, _) => None,
+            (true, true) => Some(Arc::new(rpcplugin_transport::MuxRouter::new())),
+            (true, false) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "config.multiplex_unsupported",
+                    format!(
+                        "plugin {} does not support a multiplexed broker",
+                        client.name
+                    ),
+                )
+                .with_hint(
+                    "its handshake line has no 7th field `true`: build it with rpcplugin or \
+                     go-plugin 1.6+, or leave .multiplex_grpc() off for it",
+                ));
+            }
+        };
         let broker_ready = broker::Ready {
+            mux: mux.clone(),
             transport: match (&client.handshake.endpoint, &client.socket_dir) {
                 (Endpoint::Unix(_), Some(dir)) => {
                     Arc::new(rpcplugin_transport::UnixTransport::new().dir(dir.path()))
@@ -621,10 +653,16 @@ impl Builder {
                 .broker_dial_timeout
                 .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
         };
-        client.channel = client.connect(dial).await?;
+        if let Some(router) = &mux {
+            client.start_session(router.clone()).await?;
+        }
+        client.channel = client.connect(dial, mux).await?;
         // Opened first, as go-plugin hosts do; a plugin without a broker just
         // closes it.
         client.broker = GrpcBroker::start(client.channel.clone(), broker_ready, &client.name);
+        client
+            .broker
+            .set_endpoint(client.handshake.endpoint.clone());
         client.check_health(pinned).await?;
         Ok(client)
     }
@@ -782,15 +820,55 @@ impl PluginClient {
         err.with_hint(hint)
     }
 
-    async fn connect(&self, dial: Option<tls::Dial>) -> Result<Channel> {
+    /// Multiplexed: one connection to the plugin and a yamux session over it; the
+    /// streams the plugin opens go to the brokered servers it knocked for.
+    async fn start_session(&self, router: Arc<rpcplugin_transport::MuxRouter>) -> Result<()> {
+        let raw = rpcplugin_transport::connect(&self.handshake.endpoint).await?;
+        let (session, mut inbound) =
+            rpcplugin_transport::MuxSession::new(raw, rpcplugin_transport::MuxRole::Client);
+        router.set_session(session);
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            while let Some(stream) = inbound.accept().await {
+                if router.route(stream).is_some() {
+                    tracing::warn!(plugin = %name, "closed a stream the plugin opened without knocking");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn connect(
+        &self,
+        dial: Option<tls::Dial>,
+        mux: Option<Arc<rpcplugin_transport::MuxRouter>>,
+    ) -> Result<Channel> {
         let endpoint = self.handshake.endpoint.clone();
         let pinned = dial.as_ref().is_some_and(|d| d.pinned);
         let dial = dial.map(Arc::new);
         let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
             let endpoint = endpoint.clone();
             let dial = dial.clone();
+            let session = mux.as_ref().map(|router| router.session());
             async move {
-                let stream = rpcplugin_transport::connect(&endpoint).await?;
+                let stream = match session {
+                    None => rpcplugin_transport::connect(&endpoint).await?,
+                    Some(session) => {
+                        let closed = |err: std::io::Error| {
+                            Error::new(
+                                ErrorKind::Transport,
+                                "transport.connect",
+                                "the multiplexed connection to the plugin is closed",
+                            )
+                            .with_source(err)
+                            .with_hint("the plugin probably exited")
+                        };
+                        let session = session.ok_or_else(|| {
+                            closed(std::io::Error::from(std::io::ErrorKind::NotConnected))
+                        })?;
+                        session.open().await.map_err(closed)?
+                    }
+                };
                 let stream = match dial {
                     None => stream,
                     Some(dial) => stream

@@ -145,6 +145,7 @@ impl AttachBuilder {
         let tls = dial.is_some();
         let pinned = dial.as_ref().is_some_and(|d| d.pinned);
         let broker_ready = broker::Ready {
+            mux: None,
             transport: match config.endpoint {
                 // Brokered sockets in private directories of this host's own.
                 Endpoint::Unix(_) => Arc::new(rpcplugin_transport::UnixTransport::new()),
@@ -171,7 +172,7 @@ impl AttachBuilder {
             broker: GrpcBroker::detached(),
             attached: true,
         };
-        client.channel = client.connect(dial).await?;
+        client.channel = client.connect(dial, None).await?;
         client.check_health(pinned).await?;
         client.broker = GrpcBroker::start(client.channel.clone(), broker_ready, &client.name);
         tracing::debug!(plugin = %client.name, pid = client.pid, endpoint = %client.handshake.endpoint, tls, "attached to a running plugin");

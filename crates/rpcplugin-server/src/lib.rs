@@ -58,6 +58,7 @@ mod broker;
 mod controller;
 mod health;
 mod incoming;
+mod mux;
 mod tls;
 mod versions;
 
@@ -536,7 +537,11 @@ impl Builder {
                 Arc::new(t)
             }
         };
+        let mux = received
+            .multiplex_grpc
+            .then(|| Arc::new(rpcplugin_transport::MuxRouter::new()));
         self.broker.set_ready(broker::Ready {
+            mux: mux.clone(),
             transport: transport.clone(),
             accept_tls: tls.as_ref().map(|t| t.config.clone()),
             dial_tls: tls.as_ref().map(|t| t.dial.clone()),
@@ -551,19 +556,10 @@ impl Builder {
             service_names.extend(set.names);
         }
         tracing::debug!(version = negotiated.version(), services = ?service_names, "serving");
-        if received.multiplex_grpc {
-            // Announcing `|true` would make the host run yamux over a connection
-            // that speaks plain HTTP/2. Six fields tell a go-plugin 1.6+ host that
-            // multiplexing is not supported, which it reports as such.
-            tracing::warn!(
-                "the host asked for a multiplexed broker (PLUGIN_MULTIPLEX_GRPC), which this \
-                 plugin does not support yet; a host that requires it will refuse the plugin"
-            );
-        }
         Ok(Prepared {
             app_version: negotiated.version(),
             tls,
-            multiplex: false,
+            multiplex: mux,
             transport,
             limits,
             services,
@@ -580,7 +576,8 @@ impl Builder {
 struct Prepared {
     app_version: u32,
     tls: Option<tls::ServerTls>,
-    multiplex: bool,
+    /// The host asked for a multiplexed connection (`PLUGIN_MULTIPLEX_GRPC`).
+    multiplex: Option<Arc<rpcplugin_transport::MuxRouter>>,
     transport: Arc<dyn Transport>,
     limits: Limits,
     services: Vec<AddService>,
@@ -596,6 +593,7 @@ impl Prepared {
     async fn run(self, signal: impl Future<Output = ()> + Send + 'static) -> Result<StopReason> {
         let listener = Arc::new(self.transport.bind().await?);
         let endpoint = listener.endpoint().clone();
+        self.broker.set_endpoint(endpoint.clone());
         tracing::debug!(%endpoint, network = %endpoint.network(), "plugin address");
 
         let (stop_tx, mut stop_rx) = mpsc::channel::<StopReason>(4);
@@ -619,10 +617,17 @@ impl Prepared {
         let server = tonic::transport::Server::builder()
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
-                incoming::Incoming::new(
-                    listener.clone(),
-                    self.tls.as_ref().map(|t| t.config.clone()),
-                ),
+                match &self.multiplex {
+                    None => futures_util::future::Either::Left(incoming::Incoming::new(
+                        listener.clone(),
+                        self.tls.as_ref().map(|t| t.config.clone()),
+                    )),
+                    Some(router) => futures_util::future::Either::Right(mux::main_incoming(
+                        listener.clone(),
+                        self.tls.as_ref().map(|t| t.config.clone()),
+                        router.clone(),
+                    )),
+                },
                 async {
                     let _ = shutdown_rx.await;
                 },
@@ -633,7 +638,7 @@ impl Prepared {
         // The socket is listening, so the host's connect succeeds from now on; poll
         // the server once so it is accepting before the host reads the line.
         let mut line =
-            HandshakeLine::new(self.app_version, endpoint).with_multiplex(self.multiplex);
+            HandshakeLine::new(self.app_version, endpoint).with_multiplex(self.multiplex.is_some());
         if let Some(tls) = &self.tls {
             line = line.with_server_cert(tls.announced.to_vec());
         }
@@ -679,6 +684,9 @@ impl Prepared {
             );
         }
         drop(server);
+        if let Some(router) = &self.multiplex {
+            router.close();
+        }
         // The last reference removes the socket (and its private directory).
         if let Ok(listener) = Arc::try_unwrap(listener)
             && let Err(err) = listener.close()
