@@ -281,6 +281,26 @@ fn push_broker_cases(cases: &mut Vec<Case>, go: &Path, bidirectional: &Path) {
         env: vec![],
         expect: Expect::Prints(COUNTER_OUT, Some("multiplexed, mutual TLS")),
     });
+    // go-plugin 1.0.1 cannot multiplex: this Go host speaks go-plugin 1.6's
+    // multiplexed broker by hand on hashicorp/yamux (tests/interop/go/src/muxhost).
+    for (name, env) in [
+        (
+            "Go mux-counter-host (hashicorp/yamux, knocks by hand) -> rpcplugin bidirectional plugin (unix)",
+            vec![],
+        ),
+        (
+            "Go mux-counter-host (hashicorp/yamux, knocks by hand) -> rpcplugin bidirectional plugin (tcp)",
+            vec![("PLUGIN_SERVER_TRANSPORTS", "tcp")],
+        ),
+    ] {
+        cases.push(Case {
+            name,
+            program: go.join("mux-counter-host"),
+            args: rust_plugin(),
+            env,
+            expect: Expect::Prints(COUNTER_OUT, Some("knocks acknowledged both ways")),
+        });
+    }
     cases.push(Case {
         name: "rpcplugin bidirectional host --multiplex -> go-plugin counter-plugin: refused (1.0.1 cannot multiplex)",
         program: bidirectional.to_owned(),

@@ -147,13 +147,17 @@ async fn drive(
                 continue;
             }
             match connection.poll_next_inbound(cx) {
-                Poll::Ready(Some(Ok(stream))) => {
-                    if in_tx.try_send(muxed(stream, network)).is_err() {
+                Poll::Ready(Some(Ok(stream))) => match in_tx.try_send(muxed(stream, network)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
                         tracing::warn!(
                             "refused a multiplexed stream: too many waiting to be taken"
                         );
                     }
-                }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::debug!("refused a multiplexed stream: this side takes no more");
+                    }
+                },
                 Poll::Ready(Some(Err(err))) => {
                     tracing::debug!(error = %err, "the multiplexed session failed");
                     return Poll::Ready(());
