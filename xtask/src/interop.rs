@@ -302,6 +302,18 @@ fn push_broker_cases(cases: &mut Vec<Case>, go: &Path, bidirectional: &Path) {
         });
     }
     cases.push(Case {
+        name: "rpcplugin bidirectional host --multiplex -> Go mux-counter-plugin (hashicorp/yamux server)",
+        program: bidirectional.to_owned(),
+        args: vec![
+            "host".into(),
+            "--multiplex".into(),
+            "--".into(),
+            s(&go.join("mux-counter-plugin")),
+        ],
+        env: vec![],
+        expect: Expect::Prints(COUNTER_OUT, Some("multiplexed, plaintext")),
+    });
+    cases.push(Case {
         name: "rpcplugin bidirectional host --multiplex -> go-plugin counter-plugin: refused (1.0.1 cannot multiplex)",
         program: bidirectional.to_owned(),
         args: vec!["host".into(), "--multiplex".into(), "--".into(), s(&go_plugin)],
