@@ -10,6 +10,10 @@
 //! ```text
 //! cargo run --example kv_plugin
 //! ```
+//!
+//! With `--debug` it runs on its own instead (debug mode): it prints its reattach
+//! information as one line of JSON on stdout and serves until Ctrl-C; hosts attach
+//! with that line (`kv_host --reattach JSON`) and leave it running.
 
 use rpcplugin::proto::examples::bench::bench_server::{Bench, BenchServer};
 use rpcplugin::proto::examples::bench::{DownloadRequest, Payload};
@@ -77,9 +81,11 @@ fn main() -> ExitCode {
     // hclog JSON on stderr (stdout carries the handshake line and nothing else): a
     // go-plugin host shows each line at its level with its fields. RUST_LOG filters.
     rpcplugin::server::logging::init();
+    let debug = std::env::args().skip(1).any(|a| a == "--debug");
     rpcplugin::plugin_server()
         .handshake("BASIC_PLUGIN", "hello")
         .protocol_version(1)
+        .debug_mode(debug)
         .add_service_with(|limits| {
             // Services are built once the cookie is checked and the socket bound,
             // just before the handshake line: the plugin is starting to serve.

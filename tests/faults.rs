@@ -70,6 +70,8 @@ async fn a_plugin_killed_during_calls_fails_them_without_hanging() {
         "16 in-flight callers failed {:?} after SIGKILL",
         killed.elapsed()
     );
+    // The calls can fail before the kernel has finished the process off.
+    assert!(common::wait_until(Duration::from_secs(5), || !pid_alive(pid)).await);
     let stopped = within(LIMIT, "stop", plugin.stop()).await.unwrap();
     assert_eq!(stopped.method, rpcplugin::client::StopMethod::AlreadyExited);
 }
@@ -108,6 +110,13 @@ async fn a_stopped_plugin_times_out_calls_and_is_still_stopped_in_bounded_time()
     let plugin = start(kv_plugin().shutdown_grace(Duration::from_millis(300))).await;
     let pid = plugin.pid();
     signal(pid, Signal::SIGSTOP);
+    // Signals are delivered when the process is next scheduled: wait until it is
+    // really stopped, or a call could still be answered.
+    assert!(
+        common::wait_until(Duration::from_secs(5), || common::process_state(pid)
+            == Some('T'))
+        .await
+    );
     let mut kv = KvClient::new(plugin.channel());
     let mut request = rpcplugin::tonic::Request::new(GetRequest { key: "k".into() });
     request.set_timeout(Duration::from_millis(300));

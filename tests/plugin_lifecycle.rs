@@ -242,6 +242,12 @@ async fn plugin_killed_mid_stream_ends_calls_with_errors() {
         ),
         "unexpected status {status:?}"
     );
+    // The socket closes while the kernel is still tearing the process down; it
+    // has exited once it is a zombie.
+    assert!(
+        common::wait_until(Duration::from_secs(5), || !pid_alive(pid)).await,
+        "the SIGKILLed plugin exits"
+    );
     let stopped = within(Duration::from_secs(10), "stop", plugin.stop())
         .await
         .expect("stopping a dead plugin succeeds");

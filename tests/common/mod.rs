@@ -96,8 +96,8 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// The one-letter state of a process from `/proc/PID/stat`.
-fn process_state(pid: u32) -> Option<char> {
+/// The one-letter state of a process from `/proc/PID/stat` (`T` once stopped).
+pub(crate) fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces; the state follows
     // the last ')'.

@@ -6,8 +6,10 @@
 //!   makes a virtualenv).
 //!
 //! Each pairing runs the INTEROP.md KV contract (put `hello`=`world`, get it, stop
-//! the plugin, check it is gone) in both directions, with a time limit, and the
-//! run ends with a `N passed, N failed` line.
+//! the plugin, check it is gone) in both directions, and with Go the bidirectional
+//! example (the broker both ways: the plugin calls the host's helper, the host
+//! calls the plugin's), each with a time limit; the run ends with a
+//! `N passed, N failed` line.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -22,7 +24,29 @@ enum Expect {
     WorldWith(&'static str),
     /// A non-zero exit, and this text somewhere in stderr.
     Failure(&'static str),
+    /// Exit 0, exactly this on stdout, and (when given) this text in stderr.
+    Prints(&'static str, Option<&'static str>),
 }
+
+/// Starts `$1 --debug` as a person would, hands its reattach JSON to the host `$2
+/// --reattach`, and checks the plugin outlives the host; the plugin is stopped
+/// with SIGTERM at the end whatever happened.
+const REATTACH_SCRIPT: &str = r#"
+set -u
+out=$(mktemp -d)
+"$1" --debug > "$out/json" 2> "$out/plugin.err" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$out"' EXIT
+for _ in $(seq 200); do [ -s "$out/json" ] && break; sleep 0.05; done
+json=$(head -n 1 "$out/json")
+[ -n "$json" ] || { echo "FAIL: no reattach JSON; plugin said: $(cat "$out/plugin.err")" >&2; exit 1; }
+"$2" --reattach "$json" || exit 1
+kill -0 "$pid" 2>/dev/null || { echo "FAIL: the plugin is gone after the host exited" >&2; exit 1; }
+echo "plugin survived the host" >&2
+"#;
+
+/// What the bidirectional example's hosts print when both broker directions work.
+const COUNTER_OUT: &str = "hello = 3\nplugin helper: 40 + 2 = 42\n";
 
 struct Case {
     name: &'static str,
@@ -42,6 +66,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let examples = root.join("target/debug/examples");
     let kv_plugin = examples.join("kv_plugin");
     let kv_host = examples.join("kv_host");
+    let bidirectional = examples.join("bidirectional");
     let s = |p: &Path| p.to_string_lossy().into_owned();
 
     let mut cases = Vec::new();
@@ -116,6 +141,43 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             env: vec![],
             expect: Expect::WorldWith("mutual TLS"),
         });
+        push_broker_cases(&mut cases, &go, &bidirectional);
+        cases.push(Case {
+            name: "go-plugin kv-host (version 1) -> rpcplugin versioned plugin (serves 1 and 2)",
+            program: go.join("kv-host"),
+            args: vec![
+                "--strict-shutdown".into(),
+                "--".into(),
+                s(&examples.join("versioned")),
+                "plugin".into(),
+            ],
+            env: vec![],
+            expect: Expect::World,
+        });
+        for (name, host) in [
+            (
+                "go-plugin kv-host --reattach -> rpcplugin kv_plugin --debug (started by hand)",
+                go.join("kv-host"),
+            ),
+            (
+                "rpcplugin kv_host --reattach -> rpcplugin kv_plugin --debug (started by hand)",
+                kv_host.clone(),
+            ),
+        ] {
+            cases.push(Case {
+                name,
+                program: "bash".into(),
+                args: vec![
+                    "-c".into(),
+                    REATTACH_SCRIPT.into(),
+                    "reattach".into(),
+                    s(&kv_plugin),
+                    s(&host),
+                ],
+                env: vec![],
+                expect: Expect::WorldWith("plugin survived the host"),
+            });
+        }
     }
     if want("python") {
         let venv = out.join("venv");
@@ -192,6 +254,114 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The bidirectional example (docs/interop.md): the broker in both directions,
+/// between every pairing of rpcplugin and go-plugin 1.0.1.
+fn push_broker_cases(cases: &mut Vec<Case>, go: &Path, bidirectional: &Path) {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let (go_host, go_plugin) = (go.join("counter-host"), go.join("counter-plugin"));
+    let rust_plugin = || vec!["--".into(), s(bidirectional), "plugin".into()];
+    let with = |first: &[&str], rest: Vec<String>| {
+        first
+            .iter()
+            .map(|a| (*a).to_owned())
+            .chain(rest)
+            .collect::<Vec<_>>()
+    };
+    cases.push(Case {
+        name: "rpcplugin bidirectional host -> rpcplugin plugin (broker both ways, AutoMTLS)",
+        program: bidirectional.to_owned(),
+        args: with(&["host", "--automtls"], rust_plugin()),
+        env: vec![],
+        expect: Expect::Prints(COUNTER_OUT, Some("mutual TLS")),
+    });
+    cases.push(Case {
+        name: "rpcplugin bidirectional host --multiplex -> rpcplugin plugin (one connection, yamux)",
+        program: bidirectional.to_owned(),
+        args: with(&["host", "--automtls", "--multiplex"], rust_plugin()),
+        env: vec![],
+        expect: Expect::Prints(COUNTER_OUT, Some("multiplexed, mutual TLS")),
+    });
+    // go-plugin 1.0.1 cannot multiplex: this Go host speaks go-plugin 1.6's
+    // multiplexed broker by hand on hashicorp/yamux (tests/interop/go/src/muxhost).
+    for (name, env) in [
+        (
+            "Go mux-counter-host (hashicorp/yamux, knocks by hand) -> rpcplugin bidirectional plugin (unix)",
+            vec![],
+        ),
+        (
+            "Go mux-counter-host (hashicorp/yamux, knocks by hand) -> rpcplugin bidirectional plugin (tcp)",
+            vec![("PLUGIN_SERVER_TRANSPORTS", "tcp")],
+        ),
+    ] {
+        cases.push(Case {
+            name,
+            program: go.join("mux-counter-host"),
+            args: rust_plugin(),
+            env,
+            expect: Expect::Prints(COUNTER_OUT, Some("knocks acknowledged both ways")),
+        });
+    }
+    cases.push(Case {
+        name: "rpcplugin bidirectional host --multiplex -> Go mux-counter-plugin (hashicorp/yamux server)",
+        program: bidirectional.to_owned(),
+        args: vec![
+            "host".into(),
+            "--multiplex".into(),
+            "--".into(),
+            s(&go.join("mux-counter-plugin")),
+        ],
+        env: vec![],
+        expect: Expect::Prints(COUNTER_OUT, Some("multiplexed, plaintext")),
+    });
+    cases.push(Case {
+        name: "rpcplugin bidirectional host --multiplex -> go-plugin counter-plugin: refused (1.0.1 cannot multiplex)",
+        program: bidirectional.to_owned(),
+        args: vec!["host".into(), "--multiplex".into(), "--".into(), s(&go_plugin)],
+        env: vec![],
+        expect: Expect::Failure("does not support a multiplexed broker"),
+    });
+    cases.push(Case {
+        name: "go-plugin counter-host -> rpcplugin bidirectional plugin (unix)",
+        program: go_host.clone(),
+        args: rust_plugin(),
+        env: vec![],
+        expect: Expect::Prints(COUNTER_OUT, None),
+    });
+    cases.push(Case {
+        name: "go-plugin counter-host -> rpcplugin bidirectional plugin (tcp)",
+        program: go_host.clone(),
+        args: rust_plugin(),
+        env: vec![("PLUGIN_SERVER_TRANSPORTS", "tcp")],
+        expect: Expect::Prints(COUNTER_OUT, None),
+    });
+    // The Rust plugin pins the Go host's certificate when dialling back, so this
+    // works although go-plugin 1.0.1's own plugins cannot do it (go-plugin#109).
+    cases.push(Case {
+        name: "go-plugin counter-host --automtls -> rpcplugin bidirectional plugin",
+        program: go_host,
+        args: with(&["--automtls"], rust_plugin()),
+        env: vec![],
+        expect: Expect::Prints(COUNTER_OUT, None),
+    });
+    cases.push(Case {
+        name: "rpcplugin bidirectional host -> go-plugin counter-plugin",
+        program: bidirectional.to_owned(),
+        args: vec!["host".into(), "--".into(), s(&go_plugin)],
+        env: vec![],
+        expect: Expect::Prints(COUNTER_OUT, Some("plaintext")),
+    });
+    // go-plugin 1.0.1 plugins check the host's certificate against the system
+    // roots under the name "unused" when dialling back: a known go-plugin bug,
+    // fixed in 1.4.4. This case notices if the peer ever behaves otherwise.
+    cases.push(Case {
+        name: "rpcplugin bidirectional host --automtls -> go-plugin counter-plugin: its callback fails (go-plugin#109)",
+        program: bidirectional.to_owned(),
+        args: vec!["host".into(), "--automtls".into(), "--".into(), s(&go_plugin)],
+        env: vec![],
+        expect: Expect::Failure("valid for localhost, not unused"),
+    });
+}
+
 fn run_case(case: &Case) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
@@ -241,6 +411,15 @@ fn run_case(case: &Case) -> Result<()> {
             tail()
         ),
         Expect::Failure(needle) if !status.success() && stderr.contains(needle) => Ok(()),
+        Expect::Prints(out, needle)
+            if status.success() && stdout == out && needle.is_none_or(|n| stderr.contains(n)) =>
+        {
+            Ok(())
+        }
+        Expect::Prints(out, needle) => bail!(
+            "expected stdout {out:?} and {needle:?} in stderr, got {status}, stdout {stdout:?}\n      {}",
+            tail()
+        ),
         Expect::Failure(needle) => {
             bail!(
                 "expected a failure mentioning {needle:?}, got {status}, stdout {stdout:?}\n      {}",

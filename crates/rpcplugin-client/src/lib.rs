@@ -44,9 +44,11 @@
 //!   current span's W3C trace context (`traceparent`, `tracestate`) with each call,
 //!   read through `tracing-opentelemetry`, so that one trace covers host and plugin.
 
+mod broker;
 mod launch;
 pub mod logline;
 mod output;
+mod reattach;
 mod registry;
 mod stdio;
 mod supervisor;
@@ -54,12 +56,14 @@ mod tls;
 #[cfg(feature = "otel")]
 mod trace;
 
+pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use launch::ResourceLimits;
+pub use reattach::AttachBuilder;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
 pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
-pub use rpcplugin_handshake::HandshakeLine;
+pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
 pub use stdio::{StdioChannel, StdioSink};
 pub use supervisor::{RestartPolicy, Supervisor, SupervisorEvent, SupervisorOptions};
 pub use tonic::transport::Channel;
@@ -100,6 +104,8 @@ pub struct PluginClient {
     stdio_task: Option<JoinHandle<()>>,
     tls: bool,
     target: Option<Target>,
+    broker: GrpcBroker,
+    attached: bool,
 }
 
 /// How a plugin ended when it was stopped.
@@ -114,6 +120,9 @@ pub enum StopMethod {
     Killed,
     /// It had already exited before the stop began.
     AlreadyExited,
+    /// The client had attached to a plugin it did not start
+    /// ([`PluginClient::attach`]): it only disconnected, and the plugin runs on.
+    Detached,
 }
 
 /// The result of [`PluginClient::stop`].
@@ -121,7 +130,8 @@ pub enum StopMethod {
 pub struct Stopped {
     /// Which step of the stop sequence ended the process.
     pub method: StopMethod,
-    /// Its exit status.
+    /// Its exit status (success for [`StopMethod::Detached`], whose process did
+    /// not exit).
     pub status: ExitStatus,
 }
 
@@ -176,6 +186,13 @@ impl PluginClient {
         self.tls
     }
 
+    /// The broker for bidirectional plugins: serve services to the plugin under
+    /// an id ([`GrpcBroker::accept_and_serve`]) or dial ones it serves
+    /// ([`GrpcBroker::dial`]). Cheap to clone.
+    pub fn broker(&self) -> GrpcBroker {
+        self.broker.clone()
+    }
+
     /// The last lines the plugin wrote on stderr.
     pub fn stderr_tail(&self) -> Vec<String> {
         self.tail.lines()
@@ -191,8 +208,19 @@ impl PluginClient {
     /// Stops the plugin: `GRPCController.Shutdown`, a grace period, SIGTERM to its
     /// process group, another grace period, SIGKILL; then reaps it and removes its
     /// socket directory. Never waits longer than about twice the grace plus a second.
+    /// An attached client ([`PluginClient::attach`]) only disconnects
+    /// ([`StopMethod::Detached`]): it never stops a plugin it did not start.
     pub async fn stop(mut self) -> Result<Stopped> {
-        let mut child = self.child.take().expect("a running client has a child");
+        // As go-plugin: the broker goes first, then the plugin.
+        self.broker.close();
+        let Some(mut child) = self.child.take() else {
+            use std::os::unix::process::ExitStatusExt;
+            tracing::debug!(plugin = %self.name, pid = self.pid, "detached from the plugin; it keeps running");
+            return Ok(Stopped {
+                method: StopMethod::Detached,
+                status: ExitStatus::from_raw(0),
+            });
+        };
         let started = Instant::now();
         let stopped = stop_child(&mut child, self.pid, &self.channel, self.grace).await;
         registry::unregister(self.pid);
@@ -206,8 +234,16 @@ impl PluginClient {
 
     /// Kills the plugin at once (SIGKILL to its process group), reaps it and removes
     /// its socket directory: for a plugin that is hung or must not run a moment longer.
+    /// An attached client never signals a plugin it did not start: it detaches.
     pub async fn kill(mut self) -> Result<Stopped> {
-        let mut child = self.child.take().expect("a running client has a child");
+        self.broker.close();
+        let Some(mut child) = self.child.take() else {
+            use std::os::unix::process::ExitStatusExt;
+            return Ok(Stopped {
+                method: StopMethod::Detached,
+                status: ExitStatus::from_raw(0),
+            });
+        };
         registry::unregister(self.pid);
         let method = match child.try_wait() {
             Ok(Some(_)) => StopMethod::AlreadyExited,
@@ -239,8 +275,20 @@ impl PluginClient {
     /// Waits until the plugin process exits on its own, and returns its status. The
     /// client stays usable (call [`PluginClient::stop`] or drop it to clean up).
     /// Cancel-safe: dropping the future stops waiting, nothing else.
+    ///
+    /// # Errors
+    ///
+    /// `process.not_a_child` for an attached client: only a process this host
+    /// started can be waited for.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
-        let child = self.child.as_mut().expect("a running client has a child");
+        let Some(child) = self.child.as_mut() else {
+            return Err(Error::new(
+                ErrorKind::Process,
+                "process.not_a_child",
+                format!("plugin {} was not started by this host", self.name),
+            )
+            .with_hint("an attached plugin cannot be waited for; watch its channel instead"));
+        };
         child.wait().await.map_err(|e| {
             Error::new(
                 ErrorKind::Process,
@@ -347,6 +395,7 @@ fn kill_group(pid: u32, signal: Signal) {
 
 impl Drop for PluginClient {
     fn drop(&mut self) {
+        self.broker.close();
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -409,6 +458,8 @@ pub struct Builder {
     limits: ResourceLimits,
     config_file: Option<PathBuf>,
     stdio: stdio::Sink,
+    broker_dial_timeout: Option<Duration>,
+    multiplex: bool,
 }
 
 impl Builder {
@@ -430,6 +481,8 @@ impl Builder {
             limits: ResourceLimits::default(),
             config_file: None,
             stdio: stdio::Sink::default(),
+            broker_dial_timeout: None,
+            multiplex: false,
         }
     }
 
@@ -575,6 +628,23 @@ impl Builder {
         self
     }
 
+    /// How long [`GrpcBroker::dial`] waits for the plugin to announce an id
+    /// (default [`DEFAULT_BROKER_DIAL_TIMEOUT`], 5 s, as go-plugin).
+    pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_dial_timeout = Some(timeout);
+        self
+    }
+
+    /// Asks for a multiplexed broker (go-plugin 1.6's `PLUGIN_MULTIPLEX_GRPC`,
+    /// default off): the main connection and every brokered one run as yamux
+    /// streams inside the one connection to the plugin, each with its own TLS,
+    /// instead of a socket per brokered id. A plugin that does not announce
+    /// support in its handshake is refused (`config.multiplex_unsupported`).
+    pub fn multiplex_grpc(mut self, enabled: bool) -> Self {
+        self.multiplex = enabled;
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -628,6 +698,7 @@ impl Builder {
             plugin_env.port_range = Some((min, max));
         }
         plugin_env.client_cert_pem = host_tls.client_cert_pem();
+        plugin_env.multiplex_grpc = self.multiplex;
 
         let mut command = Command::new(&program);
         command.args(&self.args);
@@ -680,6 +751,8 @@ impl Builder {
             stdio_task: None,
             tls: false,
             target: None,
+            broker: GrpcBroker::detached(),
+            attached: false,
         };
         // From here every failure drops `client`, which kills the process group and
         // removes the socket directory.
@@ -700,9 +773,50 @@ impl Builder {
             .map_err(|err| client.with_line_context(err, &line))?;
         client.tls = dial.is_some();
         let pinned = dial.as_ref().is_some_and(|d| d.pinned);
+        let mux = match (self.multiplex, client.handshake.multiplex) {
+            (false, _) => None,
+            (true, true) => Some(Arc::new(rpcplugin_transport::MuxRouter::new())),
+            (true, false) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "config.multiplex_unsupported",
+                    format!(
+                        "plugin {} does not support a multiplexed broker",
+                        client.name
+                    ),
+                )
+                .with_hint(
+                    "its handshake line has no 7th field `true`: build it with rpcplugin or \
+                     go-plugin 1.6+, or leave .multiplex_grpc() off for it",
+                ));
+            }
+        };
+        let broker_ready = broker::Ready {
+            mux: mux.clone(),
+            transport: match (&client.handshake.endpoint, &client.socket_dir) {
+                (Endpoint::Unix(_), Some(dir)) => {
+                    Arc::new(rpcplugin_transport::UnixTransport::new().dir(dir.path()))
+                }
+                _ => Arc::new(rpcplugin_transport::TcpTransport::new()),
+            },
+            accept_tls: host_tls.broker_accept(client.handshake.server_cert.as_deref())?,
+            dial_tls: dial.as_ref().map(|d| d.config.clone()),
+            dial_timeout: self
+                .broker_dial_timeout
+                .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
+        };
+        if let Some(router) = &mux {
+            client.start_session(router.clone()).await?;
+        }
         client.channel = client
-            .connect(dial, Connection::from_settings(&settings))
+            .connect(dial, mux, Connection::from_settings(&settings))
             .await?;
+        // Opened first, as go-plugin hosts do; a plugin without a broker just
+        // closes it.
+        client.broker = GrpcBroker::start(client.channel.clone(), broker_ready, &client.name);
+        client
+            .broker
+            .set_endpoint(client.handshake.endpoint.clone());
         client.check_health(pinned).await?;
         client.stdio_task = Some(stdio::spawn(
             client.channel.clone(),
@@ -833,8 +947,14 @@ impl PluginClient {
         };
         let parsed =
             HandshakeLine::parse(line).map_err(|e| with_context(e, "sent an invalid handshake"))?;
-        rpcplugin_handshake::check_line(&parsed, versions)
-            .map_err(|e| with_context(e, "cannot be used by this host"))?;
+        rpcplugin_handshake::check_line(&parsed, versions).map_err(|e| {
+            let what = if e.code() == "handshake.incompatible_app_version" {
+                "has no app protocol version in common with this host"
+            } else {
+                "cannot be used by this host"
+            };
+            with_context(e, what)
+        })?;
         let network = parsed.endpoint.network();
         if !networks.contains(&network) {
             return Err(Error::new(
@@ -860,14 +980,34 @@ impl PluginClient {
         err.with_hint(hint)
     }
 
+    /// Multiplexed: one connection to the plugin and a yamux session over it; the
+    /// streams the plugin opens go to the brokered servers it knocked for.
+    async fn start_session(&self, router: Arc<rpcplugin_transport::MuxRouter>) -> Result<()> {
+        let raw = rpcplugin_transport::connect(&self.handshake.endpoint).await?;
+        let (session, mut inbound) =
+            rpcplugin_transport::MuxSession::new(raw, rpcplugin_transport::MuxRole::Client);
+        router.set_session(session);
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            while let Some(stream) = inbound.accept().await {
+                if router.route(stream).is_some() {
+                    tracing::warn!(plugin = %name, "closed a stream the plugin opened without knocking");
+                }
+            }
+        });
+        Ok(())
+    }
+
     async fn connect(
         &mut self,
         dial: Option<tls::Dial>,
+        mux: Option<Arc<rpcplugin_transport::MuxRouter>>,
         connection: Connection,
     ) -> Result<Channel> {
         let target = Target {
             endpoint: self.handshake.endpoint.clone(),
             dial: dial.map(Arc::new),
+            mux,
             connection,
         };
         self.target = Some(target.clone());
@@ -934,6 +1074,9 @@ impl PluginClient {
 pub(crate) struct Target {
     pub(crate) endpoint: Endpoint,
     pub(crate) dial: Option<Arc<tls::Dial>>,
+    /// The yamux session's router when the connection is multiplexed: each
+    /// connection is then a stream of that session, not a new socket connection.
+    pub(crate) mux: Option<Arc<rpcplugin_transport::MuxRouter>>,
     pub(crate) connection: Connection,
 }
 
@@ -974,6 +1117,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("endpoint", &self.endpoint)
             .field("tls", &self.dial.is_some())
+            .field("multiplexed", &self.mux.is_some())
             .field("connection", &self.connection)
             .finish()
     }
@@ -986,7 +1130,24 @@ impl Target {
 
     /// One connection: the transport, then TLS when asked.
     pub(crate) async fn connect(&self) -> Result<TokioIo<rpcplugin_transport::Stream>> {
-        let stream = rpcplugin_transport::connect(&self.endpoint).await?;
+        let stream = match self.mux.as_ref().map(|router| router.session()) {
+            None => rpcplugin_transport::connect(&self.endpoint).await?,
+            Some(session) => {
+                let closed = |err: std::io::Error| {
+                    Error::new(
+                        ErrorKind::Transport,
+                        "transport.connect",
+                        "the multiplexed connection to the plugin is closed",
+                    )
+                    .with_source(err)
+                    .with_hint("the plugin probably exited")
+                };
+                let session = session.ok_or_else(|| {
+                    closed(std::io::Error::from(std::io::ErrorKind::NotConnected))
+                })?;
+                session.open().await.map_err(closed)?
+            }
+        };
         let stream = match &self.dial {
             None => stream,
             Some(dial) => stream

@@ -12,11 +12,11 @@ use rpcplugin_config::Settings;
 use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 use rpcplugin_crypto::{
     CertificateDer, CertificateInfo, Identity, KeyAlgorithm, Role, client_config_ca,
-    client_config_pinned, load_certificates,
+    client_config_pinned, load_certificates, server_config_ca, server_config_pinned,
 };
 use rpcplugin_transport::TlsFailure;
-use rpcplugin_transport::rustls::ClientConfig;
 use rpcplugin_transport::rustls::pki_types::ServerName;
+use rpcplugin_transport::rustls::{ClientConfig, ServerConfig};
 
 /// What the builder was given in code; each falls back to the settings.
 #[derive(Debug, Default, Clone)]
@@ -184,6 +184,29 @@ impl HostTls {
                  acceptable here, turn AutoMTLS off for this plugin (.auto_mtls(false) or \
                  PLUGIN_AUTO_MTLS=false); anyone who can reach its socket can then call it",
             )),
+        }
+    }
+}
+
+impl HostTls {
+    /// How brokered servers of the host serve: the host's certificate presented,
+    /// exactly the plugin's announced certificate required (else one from the
+    /// configured roots), as go-plugin since 1.4.4 (go-plugin#193).
+    pub(crate) fn broker_accept(
+        &self,
+        announced: Option<&[u8]>,
+    ) -> Result<Option<Arc<ServerConfig>>> {
+        match self {
+            Self::Plain => Ok(None),
+            Self::Mutual { identity, roots } => match (announced, roots) {
+                (Some(der), _) => Ok(Some(server_config_pinned(
+                    identity,
+                    CertificateDer::from(der.to_vec()),
+                )?)),
+                (None, Some(roots)) => Ok(Some(server_config_ca(identity, roots)?)),
+                // dial() refuses this case before any broker exists.
+                (None, None) => Ok(None),
+            },
         }
     }
 }

@@ -48,8 +48,9 @@ impl KeyAlgorithm {
     }
 }
 
-/// Which end of a TLS connection a certificate is for; decides its extended key usage
-/// and its subject alternative names.
+/// Which end of a TLS connection a certificate is for; decides its subject
+/// alternative names, and the extended key usage of CA-issued leaves (self-signed
+/// AutoMTLS certificates carry both usages: see [`Identity::self_signed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// A TLS server (the plugin): EKU serverAuth, SANs `localhost`, `127.0.0.1`, `::1`.
@@ -161,7 +162,8 @@ fn random_serial() -> Result<SerialNumber> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-fn leaf_params(role: Role, opts: &CertOptions) -> Result<CertificateParams> {
+/// `both_usages`: EKU clientAuth and serverAuth whatever the role (AutoMTLS).
+fn leaf_params(role: Role, opts: &CertOptions, both_usages: bool) -> Result<CertificateParams> {
     let mut params = CertificateParams::default();
     let (nb, na) = opts.window()?;
     params.not_before = nb;
@@ -188,6 +190,12 @@ fn leaf_params(role: Role, opts: &CertOptions) -> Result<CertificateParams> {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         }
     }
+    if both_usages {
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+    }
     Ok(params)
 }
 
@@ -207,8 +215,11 @@ impl Identity {
     /// from a minute ago for [`DEFAULT_VALIDITY`]: what AutoMTLS needs on either side.
     ///
     /// The certificate is an end-entity certificate (CA:FALSE), CN and SAN `localhost`
-    /// (plus `127.0.0.1` and `::1` for servers), EKU serverAuth or clientAuth per role.
-    /// go-plugin hosts accept it (they trust the exact certificate).
+    /// (plus `127.0.0.1` and `::1` for servers), EKU clientAuth and serverAuth for
+    /// either role, as go-plugin's: with the broker each side also serves the other
+    /// (the host's brokered servers present the host's certificate, the plugin's
+    /// brokered dials present the plugin's), and Go checks the EKU of the exact
+    /// certificate it trusts. go-plugin hosts accept it.
     pub fn self_signed(algorithm: KeyAlgorithm, role: Role) -> Result<Self> {
         Self::self_signed_with(role, &CertOptions::new(algorithm))
     }
@@ -216,7 +227,7 @@ impl Identity {
     /// Like [`Identity::self_signed`] with explicit options.
     pub fn self_signed_with(role: Role, opts: &CertOptions) -> Result<Self> {
         let key = key_pair(opts.algorithm)?;
-        let params = leaf_params(role, opts)?;
+        let params = leaf_params(role, opts, true)?;
         let cert = params.self_signed(&key).map_err(gen_error)?;
         Ok(identity_from(&cert, &key))
     }
@@ -291,7 +302,7 @@ impl CertificateAuthority {
     /// Like [`CertificateAuthority::issue`] with explicit options.
     pub fn issue_with(&self, role: Role, opts: &CertOptions) -> Result<Identity> {
         let key = key_pair(opts.algorithm)?;
-        let mut params = leaf_params(role, opts)?;
+        let mut params = leaf_params(role, opts, false)?;
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer).map_err(gen_error)?;
         Ok(identity_from(&cert, &key))
@@ -325,6 +336,27 @@ mod tests {
             assert_eq!(info.key_type, KeyType::from(alg), "{alg:?}");
             assert_eq!(info.sans, ["localhost"], "{alg:?}");
         }
+    }
+
+    fn usages(der: &CertificateDer<'_>) -> (bool, bool) {
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        (eku.client_auth, eku.server_auth)
+    }
+
+    #[test]
+    fn self_signed_certificates_serve_both_ends_and_issued_ones_their_role() {
+        // Go checks the EKU of a pinned certificate: a host's brokered server needs
+        // serverAuth, a plugin's brokered dial clientAuth (go-plugin 1.4.4+).
+        for role in [Role::Server, Role::Client] {
+            let id = Identity::self_signed(KeyAlgorithm::default(), role).unwrap();
+            assert_eq!(usages(id.cert_der()), (true, true), "{role:?}");
+        }
+        let ca = CertificateAuthority::generate(KeyAlgorithm::default(), "ca").unwrap();
+        let server = ca.issue(Role::Server, KeyAlgorithm::default()).unwrap();
+        assert_eq!(usages(server.cert_der()), (false, true));
+        let client = ca.issue(Role::Client, KeyAlgorithm::default()).unwrap();
+        assert_eq!(usages(client.cert_der()), (true, false));
     }
 
     #[test]

@@ -73,6 +73,7 @@
 mod cookie;
 mod environment;
 mod line;
+mod reattach;
 mod version;
 
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
@@ -80,6 +81,7 @@ pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
 pub use cookie::{MagicCookie, NOT_A_TERMINAL_PROGRAM};
 pub use environment::{PluginEnv, ReceivedEnv};
 pub use line::{CORE_PROTOCOL_VERSION, HandshakeLine, Protocol};
+pub use reattach::ReattachConfig;
 pub use version::{
     Negotiated, VersionList, check_app_version, check_line, negotiate, parse_versions,
 };

@@ -18,11 +18,11 @@ pub const CORE_PROTOCOL_VERSION: u32 = 1;
 
 /// Writes the server certificate as go-plugin does: standard alphabet, no `=`
 /// padding. Go hosts decode with `base64.RawStdEncoding`, which rejects padding.
-const CERT_WRITER: GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+pub(crate) const CERT_WRITER: GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
 /// Reads a server certificate whatever its padding. Go's `RawStdEncoding` also
 /// ignores non-zero trailing bits, so we do too.
-const CERT_READER: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const CERT_READER: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()
         .with_decode_padding_mode(DecodePaddingMode::Indifferent)
@@ -321,7 +321,7 @@ impl HandshakeLine {
     }
 }
 
-fn parse_address(network: Network, address: &str) -> Result<Endpoint> {
+pub(crate) fn parse_address(network: Network, address: &str) -> Result<Endpoint> {
     let bad_address = |what: &str| {
         Error::new(
             ErrorKind::Handshake,

@@ -10,6 +10,7 @@
 //! | [`health`] | `grpc.health.v1` | `Health` (go-plugin hosts check the service name `"plugin"`) |
 //! | [`examples::kv`] | `proto` | `KV`, go-plugin's classic example |
 //! | [`examples::bench`] | `bench.v1` | `Bench`, the benchmark contract |
+//! | [`examples::counter`] | `counter.v1` | `Counter`, `AddHelper`: the bidirectional (broker) example |
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of all of them, for gRPC
 //! server reflection.
@@ -50,6 +51,11 @@ pub mod examples {
     pub mod bench {
         include!("generated/bench.v1.rs");
     }
+    /// The bidirectional example: `counter.v1.Counter` served by the plugin,
+    /// `counter.v1.AddHelper` served through the broker.
+    pub mod counter {
+        include!("generated/counter.v1.rs");
+    }
 }
 
 /// Encoded `FileDescriptorSet` of every service above (and their imports), for
@@ -76,6 +82,8 @@ mod tests {
             "grpc.health.v1.Health",
             "proto.KV",
             "bench.v1.Bench",
+            "counter.v1.Counter",
+            "counter.v1.AddHelper",
         ] {
             assert!(
                 services.iter().any(|s| s == expected),

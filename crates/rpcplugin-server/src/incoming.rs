@@ -92,7 +92,7 @@ impl Stream for Incoming {
     }
 }
 
-fn log_refusal(err: &io::Error) {
+pub(crate) fn log_refusal(err: &io::Error) {
     match TlsFailure::find(err) {
         Some(failure @ (TlsFailure::PeerCertificateRefused(_) | TlsFailure::NoPeerCertificate)) => {
             tracing::warn!(reason = %failure, "refused a TLS connection: the client is not the host this plugin trusts");
@@ -107,6 +107,12 @@ fn log_refusal(err: &io::Error) {
 
 /// One accepted connection, as tonic wants it.
 pub(crate) struct Connection(TransportStream);
+
+impl Connection {
+    pub(crate) fn new(stream: TransportStream) -> Self {
+        Self(stream)
+    }
+}
 
 impl tonic::transport::server::Connected for Connection {
     type ConnectInfo = ();

@@ -10,7 +10,8 @@
 //! 3. binds a Unix socket in a private directory (or loopback TCP), honouring
 //!    `PLUGIN_UNIX_SOCKET_DIR`, `PLUGIN_UNIX_SOCKET_GROUP`, `PLUGIN_MIN_PORT`/`MAX_PORT`;
 //! 4. serves your services plus `grpc.health.v1.Health` (`"plugin"` is SERVING),
-//!    `plugin.GRPCController`, `plugin.GRPCStdio` and gRPC reflection;
+//!    `plugin.GRPCController`, `plugin.GRPCStdio`, `plugin.GRPCBroker` (see
+//!    [`GrpcBroker`]: calls back into the host) and gRPC reflection;
 //! 5. prints the handshake line on stdout once it accepts connections, then captures
 //!    stdout (file descriptor 1: `println!`, C libraries, child processes) and streams
 //!    it to the host over `plugin.GRPCStdio` (see [`Builder::capture_stderr`]);
@@ -67,20 +68,25 @@
 //! writes `tracing` events as hclog JSON, which go-plugin hosts (Terraform with
 //! `TF_LOG`) and rpcplugin hosts show at their levels with their fields.
 
+mod broker;
 mod controller;
 mod health;
 mod incoming;
 pub mod logging;
+mod mux;
 mod stdio;
 mod tls;
 #[cfg(feature = "otel")]
 mod trace;
+mod versions;
 
+pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
 #[cfg(feature = "otel")]
 pub use trace::{TraceContextLayer, TraceContextService};
+pub use versions::ServiceSet;
 
 use rpcplugin_core::Network;
 use rpcplugin_handshake::{HandshakeLine, MagicCookie, Negotiated, ReceivedEnv};
@@ -202,13 +208,15 @@ pub enum StopReason {
     Requested,
 }
 
-type AddService = Box<dyn FnOnce(Limits, &mut RoutesBuilder) + Send>;
+pub(crate) type AddService = Box<dyn FnOnce(Limits, &mut RoutesBuilder) + Send>;
 
 /// Configures and runs a plugin server. See the [crate docs](crate).
+#[derive(Default)]
 #[must_use]
 pub struct Builder {
     cookie: Option<(String, String)>,
-    versions: Vec<u32>,
+    versions: Option<Vec<u32>>,
+    versioned: std::collections::BTreeMap<u32, ServiceSet>,
     services: Vec<AddService>,
     service_names: Vec<String>,
     reflection: Vec<&'static [u8]>,
@@ -220,26 +228,9 @@ pub struct Builder {
     tls: tls::TlsOptions,
     config_file: Option<std::path::PathBuf>,
     capture_stderr: bool,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Self {
-            cookie: None,
-            versions: vec![1],
-            services: Vec::new(),
-            service_names: Vec::new(),
-            reflection: Vec::new(),
-            transports: None,
-            max_receive: None,
-            max_send: None,
-            drain_timeout: None,
-            environment: None,
-            tls: tls::TlsOptions::default(),
-            config_file: None,
-            capture_stderr: false,
-        }
-    }
+    broker: GrpcBroker,
+    broker_dial_timeout: Option<Duration>,
+    debug: bool,
 }
 
 impl fmt::Debug for Builder {
@@ -247,6 +238,7 @@ impl fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("cookie_key", &self.cookie.as_ref().map(|c| &c.0))
             .field("versions", &self.versions)
+            .field("versioned", &self.versioned)
             .field("services", &self.service_names)
             .field("transports", &self.transports)
             .field("auto_mtls", &self.tls.auto_mtls)
@@ -264,15 +256,27 @@ impl Builder {
         self
     }
 
-    /// Serves one app protocol version (the default is 1).
+    /// Serves one app protocol version (the default is 1, unless versioned sets
+    /// are given).
     pub fn protocol_version(mut self, version: u32) -> Self {
-        self.versions = vec![version];
+        self.versions = Some(vec![version]);
         self
     }
 
     /// Serves several app protocol versions; the highest one the host offers wins.
+    /// Versions with a [`ServiceSet`] are served as well.
     pub fn protocol_versions(mut self, versions: impl IntoIterator<Item = u32>) -> Self {
-        self.versions = versions.into_iter().collect();
+        self.versions = Some(versions.into_iter().collect());
+        self
+    }
+
+    /// Serves `set` when the host and the plugin agree on app protocol `version`
+    /// (go-plugin's `VersionedPlugins`). Give one set per version; the plugin then
+    /// serves every version with a set, the highest the host offers wins, and only
+    /// that version's services are served, besides those added with
+    /// [`add_service`](Self::add_service), which every version serves.
+    pub fn versioned_services(mut self, version: u32, set: ServiceSet) -> Self {
+        self.versioned.entry(version).or_default().extend(set);
         self
     }
 
@@ -383,6 +387,36 @@ impl Builder {
         self
     }
 
+    /// The plugin's [`GrpcBroker`], for services that call back into the host
+    /// (`broker.dial(id)`) or serve it more (`broker.accept_and_serve(id, ..)`).
+    /// Clone it into your services before [`serve`](Self::serve); it works once
+    /// the plugin serves.
+    pub fn broker(&self) -> GrpcBroker {
+        self.broker.clone()
+    }
+
+    /// How long [`GrpcBroker::dial`] waits for the host to announce an id
+    /// (default [`DEFAULT_BROKER_DIAL_TIMEOUT`], 5 s, as go-plugin).
+    pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_dial_timeout = Some(timeout);
+        self
+    }
+
+    /// Debug mode: the plugin runs on its own (started by hand, under a debugger)
+    /// and a host attaches to it. Instead of the handshake line it prints its
+    /// reattach information, one line of JSON on stdout (see
+    /// [`ReattachConfig`](rpcplugin_handshake::ReattachConfig)), and serves until
+    /// SIGTERM or Ctrl-C, whoever attaches and leaves. No magic cookie is needed;
+    /// it serves its highest version, on a Unix socket unless the transports say
+    /// otherwise. TLS only when configured (`PLUGIN_SERVER_CERT`/`_KEY` and
+    /// `PLUGIN_CLIENT_ROOT_CERTS`, or [`identity`](Self::identity) and
+    /// [`client_ca_roots`](Self::client_ca_roots)): AutoMTLS needs a host that
+    /// starts the plugin. Over TCP it refuses to serve without TLS.
+    pub fn debug_mode(mut self, enabled: bool) -> Self {
+        self.debug = enabled;
+        self
+    }
+
     /// Uses this environment instead of the process's (for embedding and tests).
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -439,42 +473,40 @@ impl Builder {
 
     /// Everything up to binding: the checks a person running the plugin by hand hits
     /// first, before any socket exists.
-    fn prepare(self) -> Result<Prepared> {
-        let env = self.environment.unwrap_or_else(Environment::capture);
+    fn prepare(mut self) -> Result<Prepared> {
+        let env = self.environment.take().unwrap_or_else(Environment::capture);
         let settings = Settings::from_sources(&env, self.config_file.as_deref())?;
-        let Some((key, value)) = settings.magic_cookie(self.cookie) else {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "config.missing_cookie",
-                "no magic cookie configured for this plugin",
-            )
-            .with_hint(
-                "call .handshake(KEY, VALUE) on the plugin server builder (or set \
-                 PLUGIN_MAGIC_COOKIE_KEY and PLUGIN_MAGIC_COOKIE_VALUE); the host must use the same",
-            ));
+        let received = if self.debug {
+            debug_env()
+        } else {
+            received_env(self.cookie.take(), &settings, &env)?
         };
-        let cookie = MagicCookie::new(key, value)?;
-        let received = ReceivedEnv::from_lookup(&cookie, env.lookup())?;
-        let tls = self
-            .tls
+        let tls = std::mem::take(&mut self.tls)
             .resolve(&settings, received.client_cert_pem.as_deref())?;
-        if self.versions.is_empty() {
+        let versions =
+            versions::served_versions(self.versions.as_deref(), self.versioned.keys().copied());
+        if versions.is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,
                 "config.no_versions",
                 "the plugin serves no app protocol version",
             )
-            .with_hint("call .protocol_version(N) on the plugin server builder"));
+            .with_hint("call .protocol_version(N) or .versioned_services(N, ..) on the plugin server builder"));
         }
         if let Some(list) = &received.protocol_versions {
             for bad in &list.rejected {
                 tracing::warn!(entry = %bad, "host sent an invalid app protocol version; skipped");
             }
         }
-        let negotiated = received.negotiate(&self.versions);
+        let negotiated = if self.debug {
+            // Nobody offers anything: the newest version is the one being debugged.
+            Negotiated::Agreed(versions.iter().copied().max().unwrap_or(1))
+        } else {
+            received.negotiate(&versions)
+        };
         if let Negotiated::NoneInCommon { fallback } = negotiated {
             tracing::warn!(
-                served = ?self.versions,
+                served = ?versions,
                 offered = ?received.protocol_versions.as_ref().map(|l| &l.versions),
                 announced = fallback,
                 "no app protocol version in common with the host; announcing the lowest served, the host will refuse it"
@@ -490,11 +522,46 @@ impl Builder {
                 .or(settings.grpc_max_send_message_size)
                 .unwrap_or(DEFAULT_PLUGIN_MAX_MESSAGE_SIZE),
         };
+        let debug = self.debug;
         let transports = self
             .transports
+            .take()
             .or_else(|| settings.server_transports.clone())
-            .unwrap_or_else(|| automatic_transports(&received));
-        let transport: Box<dyn Transport> = match transports.first() {
+            .unwrap_or_else(|| {
+                if debug {
+                    vec![Network::Unix]
+                } else {
+                    automatic_transports(&received)
+                }
+            });
+        if self.debug && tls.is_none() && transports.first() == Some(&Network::Tcp) {
+            return Err(Error::new(
+                ErrorKind::Security,
+                "security.debug_plaintext_tcp",
+                "a debug-mode plugin does not serve plaintext over tcp",
+            )
+            .with_hint(
+                "any local user could call it: serve on a unix socket (the default), or \
+                 configure TLS (PLUGIN_SERVER_CERT, PLUGIN_SERVER_KEY and \
+                 PLUGIN_CLIENT_ROOT_CERTS) so that only hosts with a certificate of that CA \
+                 can attach",
+            ));
+        }
+        Self::finish_prepare(
+            self, settings, received, tls, negotiated, limits, transports,
+        )
+    }
+
+    fn finish_prepare(
+        mut self,
+        settings: Settings,
+        received: ReceivedEnv,
+        tls: Option<tls::ServerTls>,
+        negotiated: Negotiated,
+        limits: Limits,
+        transports: Vec<Network>,
+    ) -> Result<Prepared> {
+        let transport: Arc<dyn Transport> = match transports.first() {
             Some(Network::Unix) | None => {
                 let mut t = UnixTransport::new();
                 if let Some(dir) = &received.unix_socket_dir {
@@ -503,28 +570,49 @@ impl Builder {
                 if let Some(group) = &received.unix_socket_group {
                     t = t.group(group);
                 }
-                Box::new(t)
+                Arc::new(t)
             }
             Some(Network::Tcp) => {
                 let mut t = TcpTransport::new();
                 if let Some((min, max)) = received.port_range {
                     t = t.port_range(min, max);
                 }
-                Box::new(t)
+                Arc::new(t)
             }
         };
+        let mux = received
+            .multiplex_grpc
+            .then(|| Arc::new(rpcplugin_transport::MuxRouter::new()));
+        self.broker.set_ready(broker::Ready {
+            mux: mux.clone(),
+            transport: transport.clone(),
+            accept_tls: tls.as_ref().map(|t| t.config.clone()),
+            dial_tls: tls.as_ref().map(|t| t.dial.clone()),
+            dial_timeout: self
+                .broker_dial_timeout
+                .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
+        });
+        let mut services = self.services;
+        let mut service_names = self.service_names;
+        if let Some(set) = self.versioned.remove(&negotiated.version()) {
+            services.extend(set.services);
+            service_names.extend(set.names);
+        }
+        tracing::debug!(version = negotiated.version(), services = ?service_names, "serving");
         Ok(Prepared {
             app_version: negotiated.version(),
             tls,
-            multiplex: received.multiplex_grpc,
+            multiplex: mux,
             transport,
             limits,
-            services: self.services,
-            service_names: self.service_names,
+            services,
+            service_names,
             reflection: self.reflection,
             ignore_sigint: settings.ignore_sigint,
             drain_timeout: self.drain_timeout.unwrap_or(settings.shutdown_grace),
             capture_stderr: self.capture_stderr,
+            broker: self.broker,
+            debug: self.debug,
         })
     }
 }
@@ -532,8 +620,9 @@ impl Builder {
 struct Prepared {
     app_version: u32,
     tls: Option<tls::ServerTls>,
-    multiplex: bool,
-    transport: Box<dyn Transport>,
+    /// The host asked for a multiplexed connection (`PLUGIN_MULTIPLEX_GRPC`).
+    multiplex: Option<Arc<rpcplugin_transport::MuxRouter>>,
+    transport: Arc<dyn Transport>,
     limits: Limits,
     services: Vec<AddService>,
     service_names: Vec<String>,
@@ -541,12 +630,15 @@ struct Prepared {
     ignore_sigint: bool,
     drain_timeout: Duration,
     capture_stderr: bool,
+    broker: GrpcBroker,
+    debug: bool,
 }
 
 impl Prepared {
     async fn run(self, signal: impl Future<Output = ()> + Send + 'static) -> Result<StopReason> {
         let listener = Arc::new(self.transport.bind().await?);
         let endpoint = listener.endpoint().clone();
+        self.broker.set_endpoint(endpoint.clone());
         tracing::debug!(%endpoint, network = %endpoint.network(), "plugin address");
 
         let (stop_tx, mut stop_rx) = mpsc::channel::<StopReason>(4);
@@ -567,6 +659,7 @@ impl Prepared {
         routes.add_service(GrpcStdioServer::new(stdio::StdioService {
             hub: stdio_hub.clone(),
         }));
+        routes.add_service(self.broker.service());
         add_reflection(&mut routes, &self.reflection)?;
 
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -574,10 +667,17 @@ impl Prepared {
             .layer(request_layer())
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
-                incoming::Incoming::new(
-                    listener.clone(),
-                    self.tls.as_ref().map(|t| t.config.clone()),
-                ),
+                match &self.multiplex {
+                    None => futures_util::future::Either::Left(incoming::Incoming::new(
+                        listener.clone(),
+                        self.tls.as_ref().map(|t| t.config.clone()),
+                    )),
+                    Some(router) => futures_util::future::Either::Right(mux::main_incoming(
+                        listener.clone(),
+                        self.tls.as_ref().map(|t| t.config.clone()),
+                        router.clone(),
+                    )),
+                },
                 async {
                     let _ = shutdown_rx.await;
                 },
@@ -588,7 +688,7 @@ impl Prepared {
         // The socket is listening, so the host's connect succeeds from now on; poll
         // the server once so it is accepting before the host reads the line.
         let mut line =
-            HandshakeLine::new(self.app_version, endpoint).with_multiplex(self.multiplex);
+            HandshakeLine::new(self.app_version, endpoint).with_multiplex(self.multiplex.is_some());
         if let Some(tls) = &self.tls {
             line = line.with_server_cert(tls.announced.to_vec());
         }
@@ -597,11 +697,23 @@ impl Prepared {
             result = &mut server => return server_result(result).map(|_| StopReason::Requested),
             _ = std::future::ready(()) => {}
         }
-        print_handshake(&line)?;
-        // Nothing but the handshake may reach the host's stdout pipe.
-        let capture = stdio::Capture::start(stdio_hub, self.capture_stderr);
+        if self.debug {
+            print_reattach(&line)?;
+        } else {
+            print_handshake(&line)?;
+        }
+        // Nothing but the handshake may reach the host's stdout pipe. A debug-mode
+        // plugin runs in a person's terminal: its output stays there.
+        let capture = (!self.debug).then(|| stdio::Capture::start(stdio_hub, self.capture_stderr));
 
-        let stop_sources = spawn_stop_sources(stop_tx, self.ignore_sigint, signal)?;
+        // A person runs a debug-mode plugin: Ctrl-C is for it, and its parent is a
+        // shell whose exit means nothing.
+        let stop_sources = spawn_stop_sources(
+            stop_tx,
+            self.ignore_sigint && !self.debug,
+            !self.debug,
+            signal,
+        )?;
         let reason = tokio::select! {
             result = &mut server => {
                 server_result(result)?;
@@ -613,8 +725,11 @@ impl Prepared {
         stop_sources.abort();
         tracing::debug!(?reason, "plugin stopping");
         // Ends the StreamStdio calls, which would otherwise hold up the drain.
-        capture.stop().await;
+        if let Some(capture) = capture {
+            capture.stop().await;
+        }
         let _ = serving_tx.send(false);
+        self.broker.close();
         let _ = shutdown_tx.send(());
         if tokio::time::timeout(self.drain_timeout, &mut server)
             .await
@@ -626,6 +741,9 @@ impl Prepared {
             );
         }
         drop(server);
+        if let Some(router) = &self.multiplex {
+            router.close();
+        }
         // The last reference removes the socket (and its private directory).
         if let Ok(listener) = Arc::try_unwrap(listener)
             && let Err(err) = listener.close()
@@ -676,6 +794,69 @@ fn server_result(result: std::result::Result<(), tonic::transport::Error>) -> Re
     })
 }
 
+/// The environment a debug-mode plugin acts on: nothing from a host.
+fn debug_env() -> ReceivedEnv {
+    ReceivedEnv {
+        protocol_versions: None,
+        client_cert_pem: None,
+        port_range: None,
+        unix_socket_dir: None,
+        unix_socket_group: None,
+        multiplex_grpc: false,
+    }
+}
+
+/// The cookie check, then what the host asked for.
+fn received_env(
+    cookie: Option<(String, String)>,
+    settings: &Settings,
+    env: &Environment,
+) -> Result<ReceivedEnv> {
+    let Some((key, value)) = settings.magic_cookie(cookie) else {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "config.missing_cookie",
+            "no magic cookie configured for this plugin",
+        )
+        .with_hint(
+            "call .handshake(KEY, VALUE) on the plugin server builder (or set \
+             PLUGIN_MAGIC_COOKIE_KEY and PLUGIN_MAGIC_COOKIE_VALUE); the host must use the same",
+        ));
+    };
+    let cookie = MagicCookie::new(key, value)?;
+    ReceivedEnv::from_lookup(&cookie, env.lookup())
+}
+
+/// Debug mode: the reattach JSON on stdout (one line, flushed), and for the person
+/// who started the plugin, how to use it on stderr.
+fn print_reattach(line: &HandshakeLine) -> Result<()> {
+    let mut config = rpcplugin_handshake::ReattachConfig::new(
+        line.app_version,
+        line.endpoint.clone(),
+        std::process::id(),
+    );
+    if let Some(der) = &line.server_cert {
+        config = config.with_server_cert(der.clone());
+    }
+    let json = config.to_json();
+    eprintln!(
+        "plugin serving in debug mode at {} (app protocol version {}); a host attaches with \
+         this reattach information (printed on stdout):\n  {json}\nStop it with Ctrl-C or SIGTERM.",
+        line.endpoint, line.app_version
+    );
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{json}")
+        .and_then(|()| stdout.flush())
+        .map_err(|err| {
+            Error::new(
+                ErrorKind::Handshake,
+                "handshake.write",
+                "cannot write the reattach information to stdout",
+            )
+            .with_source(err)
+        })
+}
+
 /// Writes the handshake line and flushes: go-plugin hosts read exactly one line.
 fn print_handshake(line: &HandshakeLine) -> Result<()> {
     let text = line.encode();
@@ -722,6 +903,7 @@ fn add_reflection(routes: &mut RoutesBuilder, extra: &[&'static [u8]]) -> Result
 fn spawn_stop_sources(
     stop: mpsc::Sender<StopReason>,
     ignore_sigint: bool,
+    watch_parent: bool,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal as unix_signal};
@@ -755,7 +937,7 @@ fn spawn_stop_sources(
                 _ = tick.tick() => {
                     // Re-parented: the host died without stopping us. Never on PID 1
                     // parents (a container's init started us on purpose).
-                    if parent != 1 && std::os::unix::process::parent_id() != parent {
+                    if watch_parent && parent != 1 && std::os::unix::process::parent_id() != parent {
                         break StopReason::HostGone;
                     }
                 }

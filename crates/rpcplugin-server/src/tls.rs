@@ -17,10 +17,10 @@ use std::sync::Arc;
 use rpcplugin_config::Settings;
 use rpcplugin_core::{Error, ErrorKind, Result};
 use rpcplugin_crypto::{
-    CertificateDer, Identity, KeyAlgorithm, Role, load_certificates, server_config_ca,
-    server_config_pinned,
+    CertificateDer, Identity, KeyAlgorithm, Role, client_config_ca, client_config_pinned,
+    load_certificates, server_config_ca, server_config_pinned,
 };
-use rpcplugin_transport::rustls::ServerConfig;
+use rpcplugin_transport::rustls::{ClientConfig, ServerConfig};
 
 /// What the builder was given in code; each falls back to the settings.
 #[derive(Debug, Default)]
@@ -35,6 +35,10 @@ pub(crate) struct TlsOptions {
 pub(crate) struct ServerTls {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) announced: CertificateDer<'static>,
+    /// For brokered connections the plugin dials to its host: the plugin's
+    /// certificate presented, exactly the host's trusted (else the client roots),
+    /// as go-plugin since 1.4.4 (go-plugin#193).
+    pub(crate) dial: Arc<ClientConfig>,
 }
 
 impl TlsOptions {
@@ -82,9 +86,19 @@ impl TlsOptions {
             }
             None => return Ok(None),
         };
-        let config = match (roots, host_cert) {
-            (Some(roots), _) => server_config_ca(&identity, &roots)?,
-            (None, Some(host_cert)) => server_config_pinned(&identity, host_cert)?,
+        let (config, dial) = match (roots, host_cert) {
+            (Some(roots), host_cert) => (
+                server_config_ca(&identity, &roots)?,
+                // The host sent its certificate: trust exactly it when dialling back.
+                match host_cert {
+                    Some(host_cert) => client_config_pinned(&identity, host_cert)?,
+                    None => client_config_ca(&identity, &roots)?,
+                },
+            ),
+            (None, Some(host_cert)) => (
+                server_config_pinned(&identity, host_cert.clone())?,
+                client_config_pinned(&identity, host_cert)?,
+            ),
             (None, None) => {
                 return Err(Error::new(
                     ErrorKind::Security,
@@ -101,6 +115,7 @@ impl TlsOptions {
         Ok(Some(ServerTls {
             config,
             announced: identity.cert_der().clone(),
+            dial,
         }))
     }
 }

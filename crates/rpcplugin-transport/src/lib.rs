@@ -9,6 +9,8 @@
 //!   and [`TcpTransport`];
 //! - [`connect`], which dials an [`Endpoint`] and returns a [`Stream`];
 //! - [`choose`], which picks the network host and plugin both accept;
+//! - [`MuxSession`], many streams over one connection (yamux, go-plugin's
+//!   multiplexed broker);
 //! - [`SocketDir`], the private directory sockets live in, and the permissions,
 //!   port ranges and clean-up the protocol expects (`PLUGIN_UNIX_SOCKET_DIR`,
 //!   `PLUGIN_UNIX_SOCKET_GROUP`, `PLUGIN_MIN_PORT`, `PLUGIN_MAX_PORT`).
@@ -54,6 +56,7 @@
 //! None. Unix only.
 
 mod listener;
+mod mux;
 mod socket_dir;
 mod stream;
 mod tcp;
@@ -65,6 +68,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use listener::Listener;
+pub use mux::{MuxIncoming, MuxRole, MuxRouter, MuxSession, MuxedStream};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
 /// The rustls crate this transport runs TLS with (same version as its configs).
 pub use rustls;

@@ -22,6 +22,8 @@ pub enum Stream {
     /// TLS over one of the others (see [`Stream::accept_tls`] and
     /// [`Stream::connect_tls`]). Boxed: the TLS state is large.
     Tls(Box<crate::TlsStream>),
+    /// One stream of a multiplexed connection ([`MuxSession`](crate::MuxSession)).
+    Muxed(Box<crate::MuxedStream>),
 }
 
 impl Stream {
@@ -31,6 +33,7 @@ impl Stream {
             Self::Unix(_) => Network::Unix,
             Self::Tcp(_) => Network::Tcp,
             Self::Tls(s) => s.get_ref().0.network(),
+            Self::Muxed(s) => s.network(),
         }
     }
 }
@@ -45,6 +48,7 @@ impl AsyncRead for Stream {
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Self::Muxed(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -59,6 +63,7 @@ impl AsyncWrite for Stream {
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Self::Muxed(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -73,6 +78,7 @@ impl AsyncWrite for Stream {
             Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            Self::Muxed(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -81,6 +87,7 @@ impl AsyncWrite for Stream {
             Self::Unix(s) => s.is_write_vectored(),
             Self::Tcp(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
+            Self::Muxed(_) => false,
         }
     }
 
@@ -89,6 +96,7 @@ impl AsyncWrite for Stream {
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Self::Muxed(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -97,6 +105,7 @@ impl AsyncWrite for Stream {
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Self::Muxed(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build the Go go-plugin interop peers: OUTDIR/kv-plugin and OUTDIR/kv-host.
+# Build the Go go-plugin interop peers: OUTDIR/kv-plugin, kv-host, counter-plugin
+# and counter-host (the bidirectional example), and mux-counter-host and
+# mux-counter-plugin (go-plugin 1.6's multiplexed broker by hand, on hashicorp/yamux).
 #
 #   tests/interop/go/build.sh OUTDIR
 #
@@ -32,6 +34,7 @@ PKGS=(
     golang-github-golang-protobuf-1-5-dev
     golang-google-genproto-dev
     golang-golang-x-net-dev
+    golang-github-hashicorp-yamux-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -57,7 +60,7 @@ fi
 
 # ---------------------------------------------------------------- GOPATH
 # OUTDIR/gopath/src is a fresh copy of tests/interop/go/src (packages
-# kvproto, kvplugin, kvhost); Debian's Go sources come second in GOPATH.
+# kvproto, kvplugin, kvhost, counterproto, counterplugin, counterhost, muxhost, muxplugin); Debian's Go sources come second in GOPATH.
 GOP="$OUTDIR/gopath"
 mkdir -p "$GOP/src" "$GOP/cache"
 rm -rf "$GOP/src.new"
@@ -77,10 +80,10 @@ if [ -z "$GO" ] && [ -x /usr/lib/go/bin/go ]; then GO=/usr/lib/go/bin/go; fi
 if [ -z "$GO" ]; then log "FAIL: go not found"; exit 1; fi
 
 log "$("$GO" version), GOPATH=$GOPATH"
-for b in kvplugin:kv-plugin kvhost:kv-host; do
+for b in kvplugin:kv-plugin kvhost:kv-host counterplugin:counter-plugin counterhost:counter-host muxhost:mux-counter-host muxplugin:mux-counter-plugin; do
     pkg="${b%%:*}"; out="${b##*:}"
     log "go build -o $OUTDIR/$out $pkg"
     (cd "$GOP/src/$pkg" && "$GO" build -o "$OUTDIR/$out.tmp" .)
     mv -f "$OUTDIR/$out.tmp" "$OUTDIR/$out"
 done
-log "built $OUTDIR/kv-plugin and $OUTDIR/kv-host"
+log "built $OUTDIR/kv-plugin, kv-host, counter-plugin, counter-host, mux-counter-host and mux-counter-plugin"

@@ -16,10 +16,20 @@
 // --strict-shutdown additionally fails when the plugin did not exit by
 // itself after go-plugin's GRPCController.Shutdown (go-plugin then
 // SIGKILLs it after a 2 s grace period).
+//
+//	kv-host --reattach JSON
+//
+// attaches to a plugin that is already running (go-plugin's ReattachConfig,
+// read from Terraform's TF_REATTACH_PROVIDERS entry shape that rpcplugin's
+// debug mode prints), puts and gets as above, and exits without Kill (in
+// go-plugin 1.0.1 a reattached client's Kill would send Shutdown): exit 0
+// only if the value matched and the plugin is still running.
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -78,6 +88,7 @@ func fail(format string, args ...interface{}) {
 func main() {
 	automtls := false
 	strictShutdown := false
+	reattachJSON := ""
 	cookieKey, cookieValue := kvproto.Handshake.MagicCookieKey, kvproto.Handshake.MagicCookieValue
 	args := os.Args[1:]
 	for len(args) > 0 {
@@ -95,6 +106,11 @@ func main() {
 			automtls = true
 		case a == "--strict-shutdown":
 			strictShutdown = true
+		case a == "--reattach":
+			if len(args) == 0 {
+				usage()
+			}
+			reattachJSON, args = args[0], args[1:]
 		case a == "--cookie" || strings.HasPrefix(a, "--cookie="):
 			var kv string
 			if a == "--cookie" {
@@ -118,7 +134,7 @@ func main() {
 			usage()
 		}
 	}
-	if len(args) == 0 {
+	if len(args) == 0 && reattachJSON == "" {
 		usage()
 	}
 
@@ -142,6 +158,11 @@ func main() {
 		Level:  level,
 		Output: os.Stderr,
 	})
+
+	if reattachJSON != "" {
+		reattach(reattachJSON, cookieKey, cookieValue, logger)
+		return
+	}
 
 	cmd := exec.Command(args[0], args[1:]...)
 	mu.Lock()
@@ -233,5 +254,77 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kv-host: plugin exited (%s) %s after Kill\n", how, killTook.Round(time.Millisecond))
 	}
 	fmt.Fprintln(os.Stderr, "kv-host: OK")
+	os.Exit(0)
+}
+
+// reattach attaches to a running plugin from its reattach JSON (Terraform's
+// TF_REATTACH_PROVIDERS entry: Protocol, ProtocolVersion, Pid, Addr{Network,
+// String}), puts and gets, and leaves the plugin running.
+func reattach(text, cookieKey, cookieValue string, logger hclog.Logger) {
+	var rc struct {
+		Protocol        string
+		ProtocolVersion int
+		Pid             int
+		Addr            struct{ Network, String string }
+		ServerCert      string
+	}
+	if err := json.Unmarshal([]byte(text), &rc); err != nil {
+		fail("reattach JSON: %v", err)
+	}
+	if rc.ServerCert != "" {
+		fail("the plugin serves TLS; go-plugin 1.0.1 reattach carries no TLS configuration")
+	}
+	var addr net.Addr
+	var err error
+	switch rc.Addr.Network {
+	case "unix":
+		addr, err = net.ResolveUnixAddr("unix", rc.Addr.String)
+	case "tcp":
+		addr, err = net.ResolveTCPAddr("tcp", rc.Addr.String)
+	default:
+		err = fmt.Errorf("unknown network %q", rc.Addr.Network)
+	}
+	if err != nil {
+		fail("reattach address: %v", err)
+	}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig: plugin.HandshakeConfig{
+			ProtocolVersion:  uint(rc.ProtocolVersion),
+			MagicCookieKey:   cookieKey,
+			MagicCookieValue: cookieValue,
+		},
+		Plugins:          map[string]plugin.Plugin{"kv": &kvproto.KVGRPCPlugin{}},
+		Reattach:         &plugin.ReattachConfig{Protocol: plugin.Protocol(rc.Protocol), Addr: addr, Pid: rc.Pid},
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           logger,
+	})
+	rpc, err := client.Client()
+	if err != nil {
+		fail("reattach to pid %d at %s: %v", rc.Pid, addr, err)
+	}
+	if err := rpc.Ping(); err != nil {
+		fail("ping: %v", err)
+	}
+	raw, err := rpc.Dispense("kv")
+	if err != nil {
+		fail("dispense \"kv\": %v", err)
+	}
+	kv := raw.(kvproto.KV)
+	if err := kv.Put("hello", []byte("world")); err != nil {
+		fail("KV.Put(hello, world): %v", err)
+	}
+	value, err := kv.Get("hello")
+	if err != nil {
+		fail("KV.Get(hello): %v", err)
+	}
+	fmt.Println(string(value))
+	if string(value) != "world" {
+		fail("KV.Get(hello): got %q, want %q", value, "world")
+	}
+	// No Kill and no Close: in go-plugin 1.0.1 both send Shutdown.
+	if err := syscall.Kill(rc.Pid, 0); err != nil {
+		fail("the plugin (pid %d) is gone after the host's calls: %v", rc.Pid, err)
+	}
+	fmt.Fprintf(os.Stderr, "kv-host: reattached to pid %d and left it running\n", rc.Pid)
 	os.Exit(0)
 }

@@ -1,0 +1,224 @@
+//! Attaching to a plugin that is already running (go-plugin's reattach): a plugin
+//! started by hand in debug mode, under a debugger, or kept alive across hosts.
+//!
+//! The host connects with the plugin's reattach information (the JSON a debug-mode
+//! rpcplugin plugin prints, Terraform's `TF_REATTACH_PROVIDERS` entry shape) and
+//! never signals the process: it did not start it. Stopping or dropping the client
+//! only closes the connection and the broker; the plugin goes on serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpcplugin_config::{Environment, Settings};
+use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_crypto::{CertificateDer, Identity};
+use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
+use tonic::transport::Channel;
+
+use crate::{GrpcBroker, PluginClient, broker, output, tls};
+
+/// Configures an attach to a running plugin. Start with [`PluginClient::attach`].
+#[derive(Debug)]
+#[must_use]
+pub struct AttachBuilder {
+    config: ReattachConfig,
+    name: Option<String>,
+    versions: Vec<u32>,
+    environment: Option<Environment>,
+    tls: tls::TlsOptions,
+    broker_dial_timeout: Option<Duration>,
+}
+
+impl PluginClient {
+    /// Attaches to the running plugin `config` describes, instead of starting one.
+    ///
+    /// ```no_run
+    /// # async fn example() -> rpcplugin_client::Result<()> {
+    /// use rpcplugin_client::{PluginClient, ReattachConfig};
+    /// // The line a plugin printed in debug mode, passed the way your application
+    /// // chooses (Terraform uses the TF_REATTACH_PROVIDERS variable).
+    /// let json = std::env::var("MY_APP_REATTACH").unwrap_or_default();
+    /// let plugin = PluginClient::attach(ReattachConfig::from_json(&json)?)
+    ///     .protocol_versions([1])
+    ///     .start()
+    ///     .await?;
+    /// // ... use plugin.channel() ...
+    /// plugin.stop().await?; // detaches; the plugin keeps running
+    /// # Ok(()) }
+    /// ```
+    pub fn attach(config: ReattachConfig) -> AttachBuilder {
+        AttachBuilder {
+            config,
+            name: None,
+            versions: vec![1],
+            environment: None,
+            tls: tls::TlsOptions::default(),
+            broker_dial_timeout: None,
+        }
+    }
+
+    /// Whether this client attached to a plugin it did not start (then it never
+    /// signals the process, and [`stop`](Self::stop) only detaches).
+    pub fn is_attached(&self) -> bool {
+        self.attached
+    }
+}
+
+impl AttachBuilder {
+    /// The name used in logs and errors (default `pid-PID`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The app protocol versions this host speaks (default `[1]`); the plugin's
+    /// must be one of them.
+    pub fn protocol_versions(mut self, versions: impl IntoIterator<Item = u32>) -> Self {
+        self.versions = versions.into_iter().collect();
+        self
+    }
+
+    /// The certificate this host presents to a plugin that serves TLS (default:
+    /// `PLUGIN_CLIENT_CERT` and `PLUGIN_CLIENT_KEY`). A debug-mode plugin with
+    /// configured TLS requires one issued by its `PLUGIN_CLIENT_ROOT_CERTS`.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.tls.identity = Some(identity);
+        self
+    }
+
+    /// Verifies the plugin's certificate against these CAs instead of pinning the
+    /// one in the reattach information (default: `PLUGIN_SERVER_ROOT_CERTS`).
+    pub fn server_ca_roots(
+        mut self,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        self.tls.server_roots = Some(roots.into_iter().collect());
+        self
+    }
+
+    /// How long [`GrpcBroker::dial`] waits for the plugin to announce an id.
+    pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_dial_timeout = Some(timeout);
+        self
+    }
+
+    /// Reads settings from this environment instead of the host process's.
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// Connects to the plugin and checks its health.
+    ///
+    /// # Errors
+    ///
+    /// `process.reattach_gone` when no process has the pid, the version and TLS
+    /// refusals a launch has (`handshake.incompatible_app_version`,
+    /// `security.*`), and `transport.connect` when nothing answers at the address.
+    pub async fn start(self) -> Result<PluginClient> {
+        let env = self.environment.unwrap_or_else(Environment::capture);
+        let settings = Settings::from_environment(&env)?;
+        let config = self.config;
+        let name = self.name.unwrap_or_else(|| format!("pid-{}", config.pid));
+        check_alive(&name, config.pid)?;
+        let mut line = HandshakeLine::new(config.app_version, config.endpoint.clone());
+        if let Some(der) = &config.server_cert {
+            line = line.with_server_cert(der.clone());
+        }
+        rpcplugin_handshake::check_line(&line, &self.versions).map_err(|e| {
+            Error::new(
+                e.kind(),
+                e.code(),
+                format!("plugin {name} cannot be used by this host"),
+            )
+            .with_hint(e.hint().unwrap_or_default().to_owned())
+            .with_source(e)
+        })?;
+        // AutoMTLS needs a plugin this host starts: only configured certificates
+        // can reach a plugin that is already running.
+        let mut options = self.tls;
+        options.auto_mtls = Some(false);
+        let host_tls = options.resolve(&settings)?;
+        let dial = host_tls
+            .dial(&name, config.server_cert.as_deref(), &config.endpoint)
+            .map_err(|err| attach_tls_hint(err, &name))?;
+        let tls = dial.is_some();
+        let pinned = dial.as_ref().is_some_and(|d| d.pinned);
+        let broker_ready = broker::Ready {
+            mux: None,
+            transport: match config.endpoint {
+                // Brokered sockets in private directories of this host's own.
+                Endpoint::Unix(_) => Arc::new(rpcplugin_transport::UnixTransport::new()),
+                Endpoint::Tcp(_) => Arc::new(rpcplugin_transport::TcpTransport::new()),
+            },
+            accept_tls: host_tls.broker_accept(config.server_cert.as_deref())?,
+            dial_tls: dial.as_ref().map(|d| d.config.clone()),
+            dial_timeout: self
+                .broker_dial_timeout
+                .unwrap_or(crate::DEFAULT_BROKER_DIAL_TIMEOUT),
+        };
+        let mut client = PluginClient {
+            name,
+            pid: config.pid,
+            child: None,
+            channel: Channel::from_static("http://localhost").connect_lazy(),
+            handshake: line,
+            socket_dir: None,
+            tail: Arc::new(output::Tail::default()),
+            grace: settings.shutdown_grace,
+            stderr_task: None,
+            stdout_task: None,
+            tls,
+            broker: GrpcBroker::detached(),
+            attached: true,
+            stdio_task: None,
+            target: None,
+        };
+        client.channel = client
+            .connect(dial, None, crate::Connection::from_settings(&settings))
+            .await?;
+        client.check_health(pinned).await?;
+        client.broker = GrpcBroker::start(client.channel.clone(), broker_ready, &client.name);
+        tracing::debug!(plugin = %client.name, pid = client.pid, endpoint = %client.handshake.endpoint, tls, "attached to a running plugin");
+        Ok(client)
+    }
+}
+
+fn check_alive(name: &str, pid: u32) -> Result<()> {
+    let gone = match i32::try_from(pid) {
+        Ok(raw) => matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
+            Err(nix::errno::Errno::ESRCH)
+        ),
+        Err(_) => true,
+    };
+    if gone {
+        return Err(Error::new(
+            ErrorKind::Process,
+            "process.reattach_gone",
+            format!("plugin {name} is not running: no process has pid {pid}"),
+        )
+        .with_hint(
+            "the reattach information is from a plugin that has exited; start it again in \
+             debug mode and pass the line it prints",
+        ));
+    }
+    Ok(())
+}
+
+fn attach_tls_hint(err: Error, name: &str) -> Error {
+    if err.code() != "security.unexpected_certificate" {
+        return err;
+    }
+    Error::new(
+        err.kind(),
+        err.code(),
+        format!("plugin {name} serves TLS and this host has no certificate"),
+    )
+    .with_hint(format!(
+        "plugin {name} serves TLS (its reattach information has a ServerCert): give this host a \
+         certificate from the CA in the plugin's PLUGIN_CLIENT_ROOT_CERTS (PLUGIN_CLIENT_CERT and \
+         PLUGIN_CLIENT_KEY, or .identity())"
+    ))
+    // Not the source: its hint is about AutoMTLS, which an attach cannot use.
+}
