@@ -427,7 +427,7 @@ async fn a_plugin_that_dies_with_a_multiplexed_stream_open_ends_it() {
     assert!(ended.is_some(), "the stream ends with an error");
     assert!(wait_until(CALL, || !broker.is_open()).await);
     // The stream can end before the kernel has finished the process off.
-    assert!(wait_until(CALL, || !common::pid_alive(pid)).await);
+    assert!(wait_until(CALL, || common::reapable(pid)).await);
     let stopped = within(CALL, "stop", plugin.stop()).await.unwrap();
     assert_eq!(stopped.method, rpcplugin::client::StopMethod::AlreadyExited);
 }

@@ -183,3 +183,10 @@ pub(crate) fn read_pid(file: &Path) -> u32 {
         .parse()
         .unwrap_or_else(|e| panic!("pid file {} holds {text:?}: {e}", file.display()))
 }
+
+/// Whether a killed process can be reaped: gone or a zombie, with every thread
+/// finished (a zombie leader waits for its other threads).
+pub(crate) fn reapable(pid: u32) -> bool {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    !pid_alive(pid) && threads <= 1
+}
