@@ -4,6 +4,9 @@
 //! Both sides use tracing-opentelemetry's no-op tracer, which records nothing but
 //! carries the parent's ids into child spans: the host span gets a fixed remote
 //! parent, and `examples/traced_plugin` logs the ids its handler runs under.
+//!
+//! `cargo build --features otel --example traced_plugin` first, then
+//! `cargo nextest run --features otel --test trace_context` (`cargo xtask ci` does).
 
 mod common;
 

@@ -116,6 +116,21 @@ fn ci(root: &Path) -> Result<()> {
         .concat(),
         &[],
     )?;
+    // Selecting test targets builds no example: build the one the test starts.
+    run_cmd(
+        root,
+        "cargo",
+        &[
+            "build",
+            "-p",
+            "rpcplugin",
+            "--features",
+            "otel",
+            "--example",
+            "traced_plugin",
+        ],
+        &[],
+    )?;
     run_cmd(
         root,
         "cargo",
