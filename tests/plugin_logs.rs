@@ -8,91 +8,21 @@
 
 mod common;
 
-use common::{COOKIE, example, kv_plugin};
+use common::events::Seen;
+use common::{COOKIE, example, go_peers, kv_plugin};
 use rpcplugin::proto::examples::kv::PutRequest;
 use rpcplugin::proto::examples::kv::kv_client::KvClient;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tracing::Level;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// One event as the host's subscriber saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    level: Level,
-    target: String,
-    message: String,
-    fields: BTreeMap<String, String>,
-}
-
-impl Seen {
-    fn field(&self, name: &str) -> &str {
-        self.fields.get(name).map_or("", String::as_str)
-    }
-}
-
-/// A layer recording every event; installed once as the global subscriber, since
-/// the client forwards stderr from tasks on any runtime thread.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Seen>>>);
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Fields<'a>(&'a mut Seen);
-        impl Visit for Fields<'_> {
-            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                let value = format!("{value:?}");
-                if field.name() == "message" {
-                    self.0.message = value;
-                } else {
-                    self.0.fields.insert(field.name().to_owned(), value);
-                }
-            }
-            fn record_str(&mut self, field: &Field, value: &str) {
-                self.0
-                    .fields
-                    .insert(field.name().to_owned(), value.to_owned());
-            }
-        }
-        let mut seen = Seen {
-            level: *event.metadata().level(),
-            target: event.metadata().target().to_owned(),
-            message: String::new(),
-            fields: BTreeMap::new(),
-        };
-        event.record(&mut Fields(&mut seen));
-        self.0.lock().unwrap().push(seen);
-    }
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        tracing::subscriber::set_global_default(
-            tracing_subscriber::registry().with(capture.clone()),
-        )
-        .expect("no other global subscriber in this test binary");
-        capture
-    })
-}
-
 /// The plugin's stderr lines the host forwarded, for the plugin with this pid.
 fn events_of(pid: u32) -> Vec<Seen> {
-    let pid = pid.to_string();
-    capture()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|s| s.target == "rpcplugin_client::output" && s.fields.get("pid") == Some(&pid))
-        .cloned()
+    common::events::events_of(pid)
+        .into_iter()
+        .filter(|s| s.target == "rpcplugin_client::output")
         .collect()
 }
 
@@ -107,50 +37,10 @@ async fn logged(pid: u32, message: &str) -> Seen {
     events.into_iter().find(|s| s.message == message).unwrap()
 }
 
-/// Builds the Go peers (once per test process; `flock` keeps parallel test
-/// processes from building into the same directory at once). `None` means Go is
-/// not installed and cannot be.
-fn go_peers() -> Option<PathBuf> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let out = root.join("target/interop/go");
-            std::fs::create_dir_all(&out).expect("target/interop/go can be made");
-            let script = root.join("tests/interop/go/build.sh");
-            let output = Command::new("flock")
-                .arg(out.join(".build.lock"))
-                .arg("bash")
-                .arg(&script)
-                .arg(&out)
-                .output()
-                .expect("flock and bash run");
-            if output.status.success() {
-                return Some(out);
-            }
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let has_go = Command::new("sh")
-                .args(["-c", "command -v go || test -x /usr/lib/go/bin/go"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !has_go && stderr.contains("not root") {
-                eprintln!(
-                    "SKIP: Go is not installed and cannot be installed here (not root):\n{stderr}"
-                );
-                return None;
-            }
-            panic!(
-                "building the Go peers failed ({}):\n{stderr}",
-                output.status
-            );
-        })
-        .clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_go_plugins_hclog_lines_reach_the_hosts_tracing_at_their_levels() {
     let Some(go) = go_peers() else { return };
-    capture();
+    common::events::record();
     let plugin = common::within(
         LIMIT,
         "start the Go plugin",
@@ -202,7 +92,7 @@ async fn a_go_plugins_hclog_lines_reach_the_hosts_tracing_at_their_levels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rpcplugin_plugins_logs_reach_an_rpcplugin_host_with_typed_fields() {
-    capture();
+    common::events::record();
     let plugin = common::within(
         LIMIT,
         "start kv_plugin",

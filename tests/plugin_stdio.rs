@@ -9,20 +9,17 @@
 
 mod common;
 
-use common::{COOKIE, example, hint, within};
+use common::events::{Seen, events_of};
+use common::{COOKIE, example, go_peers, hint, within};
 use rpcplugin::client::{StdioChannel, StopMethod};
 use rpcplugin::proto::examples::kv::kv_client::KvClient;
 use rpcplugin::proto::examples::kv::{GetRequest, PutRequest};
 use rpcplugin::proto::plugin::grpc_stdio_client::GrpcStdioClient;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Level;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -60,74 +57,6 @@ impl Received {
     }
 }
 
-/// One event as the host's subscriber saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    level: Level,
-    target: String,
-    message: String,
-    fields: BTreeMap<String, String>,
-}
-
-/// Records every event; installed once as the global subscriber, since the client
-/// forwards output from tasks on any runtime thread.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Seen>>>);
-
-impl<S: tracing::Subscriber> Layer<S> for Events {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Fields<'a>(&'a mut Seen);
-        impl Visit for Fields<'_> {
-            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                let value = format!("{value:?}");
-                if field.name() == "message" {
-                    self.0.message = value;
-                } else {
-                    self.0.fields.insert(field.name().to_owned(), value);
-                }
-            }
-            fn record_str(&mut self, field: &Field, value: &str) {
-                self.0
-                    .fields
-                    .insert(field.name().to_owned(), value.to_owned());
-            }
-        }
-        let mut seen = Seen {
-            level: *event.metadata().level(),
-            target: event.metadata().target().to_owned(),
-            message: String::new(),
-            fields: BTreeMap::new(),
-        };
-        event.record(&mut Fields(&mut seen));
-        self.0.lock().unwrap().push(seen);
-    }
-}
-
-fn events() -> &'static Events {
-    static EVENTS: OnceLock<Events> = OnceLock::new();
-    EVENTS.get_or_init(|| {
-        let events = Events::default();
-        tracing::subscriber::set_global_default(
-            tracing_subscriber::registry().with(events.clone()),
-        )
-        .expect("no other global subscriber in this test binary");
-        events
-    })
-}
-
-/// The host's events about the plugin with this pid.
-fn events_of(pid: u32) -> Vec<Seen> {
-    let pid = pid.to_string();
-    events()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|s| s.fields.get("pid") == Some(&pid))
-        .cloned()
-        .collect()
-}
-
 async fn logged(pid: u32, target: &str, message: &str) -> Seen {
     let find = || {
         events_of(pid)
@@ -159,7 +88,7 @@ async fn put(plugin: &rpcplugin::client::PluginClient, key: &str, value: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn println_write_and_a_child_after_the_handshake_reach_the_host_through_grpc_stdio() {
-    events();
+    common::events::record();
     let received = Received::default();
     let plugin = within(
         LIMIT,
@@ -206,7 +135,7 @@ async fn println_write_and_a_child_after_the_handshake_reach_the_host_through_gr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_stdout_lines_become_info_events_tagged_with_the_plugin() {
-    events();
+    common::events::record();
     let plugin = within(LIMIT, "start stdio_plugin", stdio_plugin().start())
         .await
         .expect("stdio_plugin starts");
@@ -220,7 +149,7 @@ async fn by_default_stdout_lines_become_info_events_tagged_with_the_plugin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_reaches_a_reading_host_whole_and_a_stream_that_is_not_read_blocks_nothing() {
-    events();
+    common::events::record();
     let fast = Arc::new(AtomicUsize::new(0));
     let counter = fast.clone();
     let plugin = within(
@@ -313,7 +242,7 @@ async fn output_still_buffered_when_the_plugin_stops_reaches_the_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_stderr_arrives_on_its_channel_and_the_plugins_logs_stay_on_the_pipe() {
-    events();
+    common::events::record();
     let received = Received::default();
     let plugin = within(
         LIMIT,
@@ -377,49 +306,10 @@ async fn stray_stdout_before_the_handshake_is_reported_quoted() {
     );
 }
 
-/// Builds the Go peers once per test process (`flock` keeps parallel test
-/// processes from building into the same directory at once). `None` means Go is
-/// not installed and cannot be.
-fn go_peers() -> Option<PathBuf> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let out = root.join("target/interop/go");
-            std::fs::create_dir_all(&out).expect("target/interop/go can be made");
-            let output = Command::new("flock")
-                .arg(out.join(".build.lock"))
-                .arg("bash")
-                .arg(root.join("tests/interop/go/build.sh"))
-                .arg(&out)
-                .output()
-                .expect("flock and bash run");
-            if output.status.success() {
-                return Some(out);
-            }
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let has_go = Command::new("sh")
-                .args(["-c", "command -v go || test -x /usr/lib/go/bin/go"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !has_go && stderr.contains("not root") {
-                eprintln!(
-                    "SKIP: Go is not installed and cannot be installed here (not root):\n{stderr}"
-                );
-                return None;
-            }
-            panic!(
-                "building the Go peers failed ({}):\n{stderr}",
-                output.status
-            );
-        })
-        .clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_without_grpc_stdio_starts_works_and_stops() {
     let Some(go) = go_peers() else { return };
-    events();
+    common::events::record();
     let received = Received::default();
     let plugin = within(
         LIMIT,

@@ -4,8 +4,12 @@
 //! Each test file compiles this module on its own and uses a part of it.
 #![allow(dead_code)]
 
+pub(crate) mod events;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rpcplugin::Endpoint;
@@ -189,4 +193,44 @@ pub(crate) fn read_pid(file: &Path) -> u32 {
 pub(crate) fn reapable(pid: u32) -> bool {
     let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
     !pid_alive(pid) && threads <= 1
+}
+
+/// Builds the Go peers from `tests/interop/go` (once per test process; `flock` keeps parallel test
+/// processes from building into the same directory at once). `None` means Go is
+/// not installed and cannot be.
+pub(crate) fn go_peers() -> Option<PathBuf> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let out = root.join("target/interop/go");
+            std::fs::create_dir_all(&out).expect("target/interop/go can be made");
+            let script = root.join("tests/interop/go/build.sh");
+            let output = Command::new("flock")
+                .arg(out.join(".build.lock"))
+                .arg("bash")
+                .arg(&script)
+                .arg(&out)
+                .output()
+                .expect("flock and bash run");
+            if output.status.success() {
+                return Some(out);
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let has_go = Command::new("sh")
+                .args(["-c", "command -v go || test -x /usr/lib/go/bin/go"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !has_go && stderr.contains("not root") {
+                eprintln!(
+                    "SKIP: Go is not installed and cannot be installed here (not root):\n{stderr}"
+                );
+                return None;
+            }
+            panic!(
+                "building the Go peers failed ({}):\n{stderr}",
+                output.status
+            );
+        })
+        .clone()
 }
