@@ -682,7 +682,21 @@ impl Builder {
 
         let host_tls = self.tls.resolve(&settings)?;
         let program = match &self.checksum {
-            Some(expected) => verify_checksum(&self.program, &env, expected)?,
+            Some(expected) => {
+                // Hashing a large executable takes milliseconds of blocking reads:
+                // keep them off the async worker.
+                let (program, env, expected) = (self.program.clone(), env.clone(), *expected);
+                tokio::task::spawn_blocking(move || verify_checksum(&program, &env, &expected))
+                    .await
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::Security,
+                            "security.checksum_read",
+                            "the checksum of the plugin could not be computed",
+                        )
+                        .with_source(e)
+                    })??
+            }
             None => self.program.clone(),
         };
 
