@@ -3,6 +3,10 @@
 // missing key returns an empty value. AutoMTLS is handled by go-plugin
 // itself when the host sets PLUGIN_CLIENT_CERT. Run directly, go-plugin
 // prints "This binary is a plugin..." and exits 1.
+//
+// It also serves bench.v1.Bench (plugin "bench", package benchproto), as
+// rpcplugin's kv_plugin does, so that one Go plugin serves both contracts
+// and the load generators (bench-host, rpcplugin bench) can measure it.
 package main
 
 import (
@@ -12,6 +16,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
 
+	"benchproto"
 	"kvproto"
 )
 
@@ -49,7 +54,8 @@ func main() {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: kvproto.Handshake,
 		Plugins: map[string]plugin.Plugin{
-			"kv": &kvproto.KVGRPCPlugin{Impl: &memKV{values: map[string][]byte{}, log: logger}},
+			"kv":                  &kvproto.KVGRPCPlugin{Impl: &memKV{values: map[string][]byte{}, log: logger}},
+			benchproto.PluginName: &benchproto.BenchGRPCPlugin{},
 		},
 		GRPCServer: plugin.DefaultGRPCServer,
 	})
