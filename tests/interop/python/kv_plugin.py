@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""A pyvider-rpcplugin plugin serving go-plugin's KV example (proto.KV).
+"""A pyvider-rpcplugin plugin serving go-plugin's KV example (proto.KV) and the
+benchmark service (bench.v1.Bench), as rpcplugin's examples/kv_plugin.rs does.
 
 Launched by a host (go-plugin, rpcplugin's kv_host, or kv_host.py) as
 
     VENVDIR/bin/python /abs/path/tests/interop/python/kv_plugin.py [options]
 
-where VENVDIR was prepared by setup.sh (the generated kv_pb2 code lives in
-VENVDIR/kvgen and is found through sys.prefix, so the cwd does not matter).
+where VENVDIR was prepared by setup.sh (the generated kv_pb2 and bench_pb2 code
+lives in VENVDIR/kvgen and is found through sys.prefix, so the cwd does not
+matter).
 
 - Handshake: magic cookie BASIC_PLUGIN=hello (override with --cookie KEY=VALUE),
   app protocol version 1.
@@ -18,6 +20,9 @@ VENVDIR/kvgen and is found through sys.prefix, so the cwd does not matter).
   generates a P-384 server certificate and puts it in the handshake line
   (pyvider does NOT verify the host's client certificate). Otherwise plaintext.
 - KV: values are kept in memory; Get of a missing key returns an empty value.
+- Bench (bench.proto, INTEROP.md): Echo returns the request unchanged; Download
+  streams `count` messages of `chunk_size` bytes (0xAB, the chunk is built once
+  per call, like the Rust kv_plugin's).
 - Stops on GRPCController.Shutdown or SIGTERM (pyvider's serve() then calls
   sys.exit(0)); exits 1 without printing a handshake when the cookie is wrong
   or missing (e.g. when run directly by a person).
@@ -33,8 +38,11 @@ import os
 import sys
 
 
+_GENERATED_FILES = ("kv_pb2.py", "kv_pb2_grpc.py", "bench_pb2.py", "bench_pb2_grpc.py")
+
+
 def _find_generated_dir() -> str:
-    """Where setup.sh put kv_pb2.py: VENVDIR/kvgen, VENVDIR being sys.prefix."""
+    """Where setup.sh put kv_pb2.py and bench_pb2.py: VENVDIR/kvgen, VENVDIR being sys.prefix."""
     candidates = []
     override = os.environ.get("KV_INTEROP_GEN_DIR")
     if override:
@@ -43,10 +51,10 @@ def _find_generated_dir() -> str:
     # sys.executable may be a symlink chain; its venv is the directory above bin/.
     candidates.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(sys.executable))), "kvgen"))
     for cand in candidates:
-        if os.path.isfile(os.path.join(cand, "kv_pb2.py")) and os.path.isfile(os.path.join(cand, "kv_pb2_grpc.py")):
+        if all(os.path.isfile(os.path.join(cand, f)) for f in _GENERATED_FILES):
             return cand
     sys.stderr.write(
-        "kv_plugin.py: cannot find the generated KV code (kv_pb2.py) in any of "
+        "kv_plugin.py: cannot find the generated code (" + ", ".join(_GENERATED_FILES) + ") in any of "
         + ", ".join(candidates)
         + ". Run tests/interop/python/setup.sh VENVDIR and start this script with VENVDIR/bin/python.\n"
     )
@@ -54,7 +62,7 @@ def _find_generated_dir() -> str:
 
 
 def _parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="pyvider-rpcplugin KV plugin (go-plugin KV example)")
+    p = argparse.ArgumentParser(description="pyvider-rpcplugin KV plugin (go-plugin KV example) + bench.v1.Bench")
     p.add_argument("--cookie", default="BASIC_PLUGIN=hello", help="magic cookie KEY=VALUE (default BASIC_PLUGIN=hello)")
     p.add_argument(
         "--transport",
@@ -74,6 +82,8 @@ def main() -> None:
 
     sys.path.insert(0, _find_generated_dir())
     import grpc  # noqa: F401  (imported for its side effects before the generated code)
+    import bench_pb2
+    import bench_pb2_grpc
     import kv_pb2
     import kv_pb2_grpc
     from pyvider.rpcplugin import RPCPluginProtocol, RPCPluginServer, configure, plugin_server
@@ -94,6 +104,15 @@ def main() -> None:
             self._store[request.key] = bytes(request.value)
             return kv_pb2.Empty()
 
+    class BenchServicer(bench_pb2_grpc.BenchServicer):
+        async def Echo(self, request, context):  # noqa: N802 (gRPC method name)
+            return request
+
+        async def Download(self, request, context):  # noqa: N802
+            chunk = bench_pb2.Payload(data=b"\xab" * request.chunk_size)
+            for _ in range(request.count):
+                yield chunk
+
     class KVProtocol(RPCPluginProtocol):
         # service_name: health also answers SERVING for "proto.KV".
         service_name = "proto.KV"
@@ -105,6 +124,9 @@ def main() -> None:
 
         async def add_to_server(self, server, handler) -> None:
             kv_pb2_grpc.add_KVServicer_to_server(handler, server)
+            # The benchmark service on the same server (pyvider serves whatever
+            # add_to_server registers).
+            bench_pb2_grpc.add_BenchServicer_to_server(BenchServicer(), server)
 
     server_config = {
         "PLUGIN_MAGIC_COOKIE_KEY": cookie_key,
