@@ -11,9 +11,9 @@
 //! calls the plugin's), each with a time limit; the run ends with a
 //! `N passed, N failed` line.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// What a case expects.
@@ -363,30 +363,12 @@ fn push_broker_cases(cases: &mut Vec<Case>, go: &Path, bidirectional: &Path) {
 }
 
 fn run_case(case: &Case) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let mut child = Command::new(&case.program)
-        .args(&case.args)
-        .envs(case.env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path)?)
-        .stderr(std::fs::File::create(&stderr_path)?)
-        .spawn()
-        .with_context(|| format!("cannot run {}", case.program.display()))?;
-    let deadline = Instant::now() + CASE_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("no result within {CASE_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = std::fs::read_to_string(&stdout_path)?;
-    let stderr = std::fs::read_to_string(&stderr_path)?;
+    let mut command = Command::new(&case.program);
+    command.args(&case.args).envs(case.env.iter().copied());
+    let output = crate::output_with_timeout(&mut command, CASE_TIMEOUT)?;
+    let status = output.status;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let tail = || {
         stderr
             .lines()

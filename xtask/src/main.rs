@@ -3,8 +3,9 @@
 //! - `codegen [--check]`: regenerate (or check) the committed gRPC code from `proto/`.
 //! - `interop`: run rpcplugin's examples against real go-plugin (Go) and
 //!   pyvider-rpcplugin (Python) peers, installing what is missing.
-//! - `bench [--seconds N] [--rounds R] [--record]`: the benchmark matrix in release,
-//!   one table of medians with ratios (`--record` writes docs/performance.md).
+//! - `bench [--seconds N] [--rounds R] [--only KEYS] [--record]`: the benchmark matrix
+//!   in release, every pairing of rpcplugin, go-plugin and pyvider hosts and plugins,
+//!   with ratios and the performance targets (`--record` writes docs/performance.md).
 //! - `fuzz [--seconds N] [TARGET...]`: the cargo-fuzz targets, each for a bounded time.
 //! - `ci`: everything CI checks, in order.
 
@@ -37,8 +38,8 @@ fn main() -> Result<()> {
                  commands:\n  \
                  codegen [--check]   regenerate the committed gRPC code and docs/configuration.md (or fail if stale)\n  \
                  interop [go|python] run the examples against go-plugin and pyvider peers\n  \
-                 bench [--seconds N] [--rounds R] [--record]\n                      \
-                 the benchmark matrix in release, with ratios\n  \
+                 bench [--seconds N] [--rounds R] [--only KEYS] [--record]\n                      \
+                 the benchmark matrix in release: rpcplugin, go-plugin, pyvider, raw tonic\n  \
                  fuzz [--seconds N] [TARGET...]\n                      \
                  run the fuzz targets, each for N seconds (default 30)\n  \
                  ci                  fmt, clippy, tests, doc, codegen check, interop"
@@ -72,6 +73,40 @@ fn run_cmd(dir: &Path, program: &str, args: &[&str], envs: &[(&str, &str)]) -> R
 }
 
 /// What .ci/run checks, in the order that fails fastest.
+/// Runs `command` to its end with stdin closed and its output captured in files (a
+/// pipe that nobody drains could block it), killing it after `timeout`.
+fn output_with_timeout(
+    command: &mut std::process::Command,
+    timeout: std::time::Duration,
+) -> Result<std::process::Output> {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir()?;
+    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path)?)
+        .stderr(std::fs::File::create(&stderr_path)?)
+        .spawn()
+        .with_context(|| format!("cannot run {}", command.get_program().to_string_lossy()))?;
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("no result within {timeout:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: std::fs::read(&stdout_path)?,
+        stderr: std::fs::read(&stderr_path)?,
+    })
+}
+
 fn ci(root: &Path) -> Result<()> {
     run_cmd(root, "cargo", &["fmt", "--all", "--", "--check"], &[])?;
     codegen::run(root, true)?;
