@@ -176,6 +176,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    rpcplugin::client::tune_allocator();
     let result = parse_args().and_then(|args| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

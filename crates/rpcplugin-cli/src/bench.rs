@@ -193,7 +193,7 @@ impl Workload {
         Self {
             mode: opts.mode,
             payload: Payload {
-                data: vec![0x5A; opts.size],
+                data: vec![0x5A; opts.size].into(),
             },
             download: DownloadRequest {
                 chunk_size: size,

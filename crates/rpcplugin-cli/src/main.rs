@@ -48,6 +48,9 @@ fn main() -> ExitCode {
 
 fn run_bench(opts: &BenchOptions) -> ExitCode {
     init_logging();
+    // What a host tuned for streaming does (rpcplugin_client::tune_allocator);
+    // without it, large messages cost page faults on this side of every call.
+    rpcplugin_client::tune_allocator();
     let runtime = if opts.threads == 0 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

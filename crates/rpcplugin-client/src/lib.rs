@@ -64,6 +64,11 @@ pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
 pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
+/// Sets glibc's allocator thresholds for a process that streams messages: a host
+/// calls it once in `main` to get the streaming figures of docs/performance.md on its
+/// side too (plugins do it in `PluginServer::run`). The library never calls it for a
+/// host by itself, since the allocator belongs to the application.
+pub use rpcplugin_transport::tune_allocator;
 pub use stdio::{StdioChannel, StdioSink};
 pub use supervisor::{RestartPolicy, Supervisor, SupervisorEvent, SupervisorOptions};
 pub use tonic::transport::Channel;
@@ -1094,6 +1099,13 @@ pub(crate) struct Target {
     pub(crate) connection: Connection,
 }
 
+/// The largest HTTP/2 frame the plugin may send: 1 MiB instead of 16 KiB cuts the
+/// per-frame work of large messages (headers, wake-ups, copies) by 64, and small
+/// messages are sent in one frame either way. hyper's flow-control windows (2 MiB
+/// per stream, 5 MiB per connection) stay: 8 and 16 MiB measured within noise of
+/// them (docs/performance.md) and would let an unread stream hold more memory.
+const HTTP2_MAX_FRAME_SIZE: u32 = 1 << 20;
+
 /// How channels to a plugin connect and keep their connection.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Connection {
@@ -1115,7 +1127,8 @@ impl Connection {
     /// h2 rejects a socket path there.
     pub(crate) fn endpoint(&self) -> tonic::transport::Endpoint {
         let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_timeout(self.timeout);
+            .connect_timeout(self.timeout)
+            .max_frame_size(HTTP2_MAX_FRAME_SIZE);
         match self.keepalive {
             Some((interval, timeout)) => endpoint
                 .http2_keep_alive_interval(interval)

@@ -568,7 +568,7 @@ async fn serve_brokered<S>(
     S: tokio_stream::Stream<Item = std::io::Result<Connection>> + Send + 'static,
 {
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let server = crate::http2_tuned(tonic::transport::Server::builder())
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = shutdown_rx.await;

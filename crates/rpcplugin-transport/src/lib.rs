@@ -11,6 +11,7 @@
 //! - [`choose`], which picks the network host and plugin both accept;
 //! - [`MuxSession`], many streams over one connection (yamux, go-plugin's
 //!   multiplexed broker);
+//! - [`tune_allocator`], glibc's thresholds set for a process streaming messages;
 //! - [`SocketDir`], the private directory sockets live in, and the permissions,
 //!   port ranges and clean-up the protocol expects (`PLUGIN_UNIX_SOCKET_DIR`,
 //!   `PLUGIN_UNIX_SOCKET_GROUP`, `PLUGIN_MIN_PORT`, `PLUGIN_MAX_PORT`).
@@ -55,6 +56,7 @@
 //!
 //! None. Unix only.
 
+mod allocator;
 mod listener;
 mod mux;
 mod socket_dir;
@@ -67,6 +69,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use allocator::{MMAP_THRESHOLD, TRIM_THRESHOLD, tune_allocator};
 pub use listener::Listener;
 pub use mux::{MuxIncoming, MuxRole, MuxRouter, MuxSession, MuxedStream};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
