@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 type SpawnRequest = (
     Command,
     tokio::runtime::Handle,
-    std_mpsc::Sender<io::Result<Child>>,
+    tokio::sync::oneshot::Sender<io::Result<Child>>,
 );
 
 /// Linux sends the parent-death signal when the *thread* that forked exits, not the
@@ -93,18 +93,17 @@ pub(crate) async fn spawn(mut command: Command, limits: ResourceLimits) -> io::R
     if !limits.is_empty() {
         set_resource_limits(&mut command, limits);
     }
-    let (reply_tx, reply_rx) = std_mpsc::channel();
+    // A oneshot, not a blocking receive: awaiting it needs no thread of tokio's
+    // blocking pool, whose first use would add a thread start to every launch.
+    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
     let handle = tokio::runtime::Handle::current();
     launcher()
         .lock()
         .map_err(|_| io::Error::other("launcher lock poisoned"))?
         .send((command, handle, reply_tx))
         .map_err(|_| io::Error::other("the rpcplugin launcher thread could not be started"))?;
-    // The launcher answers right after fork/exec; blocking here is brief but we
-    // still keep the async worker free.
-    tokio::task::spawn_blocking(move || reply_rx.recv())
+    reply_rx
         .await
-        .map_err(io::Error::other)?
         .map_err(|_| io::Error::other("the launcher thread dropped the request"))?
 }
 
