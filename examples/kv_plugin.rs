@@ -70,7 +70,7 @@ impl Bench for Echo {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let DownloadRequest { chunk_size, count } = request.into_inner();
         let chunk = Payload {
-            data: vec![0xAB; chunk_size as usize],
+            data: vec![0xAB; chunk_size as usize].into(),
         };
         let stream = tokio_stream::iter((0..count).map(move |_| Ok(chunk.clone())));
         Ok(Response::new(Box::pin(stream)))

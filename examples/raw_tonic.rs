@@ -6,9 +6,11 @@
 //!
 //! Starts itself as a child process serving `bench.v1.Bench` on a Unix socket (a
 //! multi-thread runtime with one worker, as an rpcplugin plugin runs), connects from a
-//! current-thread runtime (as `rpcplugin bench` runs), drives `Echo` with 1 KiB
-//! payloads from C concurrent tasks on one connection, and prints the same `RESULT`
-//! line as `rpcplugin bench` (figures it does not measure are null). `cargo xtask
+//! current-thread runtime (as `rpcplugin bench` runs), with rpcplugin's tuning (1 MiB
+//! HTTP/2 frames, glibc's allocator thresholds) but none of its code, drives `Echo` with 1 KiB
+//! payloads from C concurrent tasks on one connection (or, with `--mode download`,
+//! reads `Download` streams of about 1 MiB of `--size` chunks), and prints the same
+//! `RESULT` line as `rpcplugin bench` (figures it does not measure are null). `cargo xtask
 //! bench` runs it beside rpcplugin so the framework's own cost shows as a ratio.
 
 use rpcplugin::proto::examples::bench::bench_client::BenchClient;
@@ -39,7 +41,7 @@ impl Bench for Echo {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let DownloadRequest { chunk_size, count } = request.into_inner();
         let chunk = Payload {
-            data: vec![0xAB; chunk_size as usize],
+            data: vec![0xAB; chunk_size as usize].into(),
         };
         let stream = tokio_stream::iter((0..count).map(move |_| Ok(chunk.clone())));
         Ok(Response::new(Box::pin(stream)))
@@ -58,6 +60,7 @@ fn serve(socket: PathBuf) -> ExitCode {
         println!("ready");
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         Server::builder()
+            .max_frame_size(MAX_FRAME_SIZE)
             .add_service(BenchServer::new(Echo))
             .serve_with_incoming(incoming)
             .await
@@ -70,6 +73,7 @@ struct Options {
     seconds: f64,
     concurrency: usize,
     size: usize,
+    download: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -77,6 +81,7 @@ fn options() -> Result<Options, String> {
         seconds: 5.0,
         concurrency: 1,
         size: 1024,
+        download: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -91,6 +96,13 @@ fn options() -> Result<Options, String> {
                     .map_err(|e| format!("--concurrency: {e}"))?
             }
             "--size" => opts.size = value()?.parse().map_err(|e| format!("--size: {e}"))?,
+            "--mode" => {
+                opts.download = match value()?.as_str() {
+                    "echo" => false,
+                    "download" => true,
+                    other => return Err(format!("--mode: {other:?} is not echo or download")),
+                }
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -112,6 +124,7 @@ async fn drive(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
     tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line).await?;
     let path = socket.clone();
     let channel = Endpoint::from_static("http://localhost")
+        .max_frame_size(MAX_FRAME_SIZE)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move {
@@ -122,7 +135,7 @@ async fn drive(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
         }))
         .await?;
     let payload = Payload {
-        data: vec![7; opts.size],
+        data: vec![7; opts.size].into(),
     };
     BenchClient::new(channel.clone())
         .echo(payload.clone())
@@ -133,36 +146,49 @@ async fn drive(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
     let window = Duration::from_secs_f64(opts.seconds);
     let start = Instant::now() + warmup;
     let end = start + window;
+    let download = DownloadRequest {
+        chunk_size: opts.size as u32,
+        count: (MIB / opts.size.max(1)).max(1) as u32,
+    };
     let mut tasks = Vec::new();
     for _ in 0..opts.concurrency {
         let mut client = BenchClient::new(channel.clone());
         let payload = payload.clone();
+        let download = opts.download.then_some(download);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
+            let mut bytes = 0usize;
             loop {
                 let now = Instant::now();
                 if now >= end {
                     break;
                 }
-                let ok = client.echo(payload.clone()).await.is_ok();
+                let received = match download {
+                    None => client.echo(payload.clone()).await.map(|_| 0),
+                    Some(request) => read_all(&mut client, request).await,
+                };
                 if now >= start {
-                    if ok {
-                        latencies.push(now.elapsed().as_micros() as u64);
-                    } else {
-                        errors += 1;
+                    match received {
+                        Ok(n) => {
+                            latencies.push(now.elapsed().as_micros() as u64);
+                            bytes += n;
+                        }
+                        Err(_) => errors += 1,
                     }
                 }
             }
-            (latencies, errors)
+            (latencies, errors, bytes)
         }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut bytes = 0;
     for task in tasks {
-        let (latencies, e) = task.await?;
+        let (latencies, e, n) = task.await?;
         all.extend(latencies);
         errors += e;
+        bytes += n;
     }
     all.sort_unstable();
     let pct = |p: f64| {
@@ -170,9 +196,15 @@ async fn drive(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
             .copied()
             .unwrap_or(0)
     };
+    let seconds = window.as_secs_f64();
+    let mib = if opts.download {
+        format!(", \"mib_per_s\":{:.1}", bytes as f64 / MIB as f64 / seconds)
+    } else {
+        String::new()
+    };
     println!(
-        "RESULT {{\"req_per_s\":{:.1}, \"p50_us\":{}, \"p99_us\":{}, \"p999_us\":{}, \"launch_to_first_call_ms\":{launch_ms:.3}, \"host_rss_kb\":null, \"plugin_rss_kb\":null, \"host_cpu_pct\":null, \"plugin_cpu_pct\":null, \"errors\":{errors}}}",
-        all.len() as f64 / window.as_secs_f64(),
+        "RESULT {{\"req_per_s\":{:.1}{mib}, \"p50_us\":{}, \"p99_us\":{}, \"p999_us\":{}, \"launch_to_first_call_ms\":{launch_ms:.3}, \"host_rss_kb\":null, \"plugin_rss_kb\":null, \"host_cpu_pct\":null, \"plugin_cpu_pct\":null, \"errors\":{errors}}}",
+        all.len() as f64 / seconds,
         pct(0.5),
         pct(0.99),
         pct(0.999),
@@ -181,7 +213,29 @@ async fn drive(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// About how many bytes one Download call moves (as `rpcplugin bench`).
+const MIB: usize = 1024 * 1024;
+
+/// One Download call read to its end: the payload bytes received.
+async fn read_all(
+    client: &mut BenchClient<rpcplugin::tonic::transport::Channel>,
+    request: DownloadRequest,
+) -> Result<usize, Status> {
+    let mut stream = client.download(request).await?.into_inner();
+    let mut bytes = 0;
+    while let Some(payload) = stream.message().await? {
+        bytes += payload.data.len();
+    }
+    Ok(bytes)
+}
+
+/// The same HTTP/2 frame size limit rpcplugin sets on both sides.
+const MAX_FRAME_SIZE: u32 = 1 << 20;
+
 fn main() -> ExitCode {
+    // The same allocator thresholds an rpcplugin plugin and `rpcplugin bench` set,
+    // so this ceiling differs from them only by the framework.
+    rpcplugin::transport::tune_allocator();
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() == Some("serve") {
         return serve(args.next().map(PathBuf::from).expect("a socket path"));
@@ -190,7 +244,7 @@ fn main() -> ExitCode {
         Ok(opts) => opts,
         Err(err) => {
             eprintln!(
-                "error: {err}\nusage: raw_tonic [--seconds N] [--concurrency C] [--size BYTES]"
+                "error: {err}\nusage: raw_tonic [--seconds N] [--concurrency C] [--size BYTES] [--mode echo|download]"
             );
             return ExitCode::from(2);
         }

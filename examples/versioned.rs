@@ -102,11 +102,11 @@ async fn ask(plugin_exe: &std::path::Path, versions: &[u32]) -> rpcplugin::Resul
         .is_ok();
     let bench = BenchClient::new(plugin.channel())
         .echo(Payload {
-            data: b"ping".to_vec(),
+            data: b"ping".to_vec().into(),
         })
         .await;
     let bench_works = match bench {
-        Ok(reply) => reply.into_inner().data == b"ping",
+        Ok(reply) => reply.into_inner().data[..] == b"ping"[..],
         Err(status) if status.code() == tonic::Code::Unimplemented => false,
         Err(status) => {
             eprintln!("versioned: unexpected Bench failure: {status}");

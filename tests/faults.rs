@@ -37,7 +37,7 @@ async fn a_plugin_killed_during_calls_fails_them_without_hanging() {
         let mut bench = BenchClient::new(plugin.channel());
         calls.push(tokio::spawn(async move {
             let payload = Payload {
-                data: vec![1; 256 * 1024],
+                data: vec![1; 256 * 1024].into(),
             };
             // Keep calls in flight until one fails.
             for _ in 0..100_000 {

@@ -23,7 +23,7 @@ async fn start(versions: &[u32]) -> rpcplugin::Result<PluginClient> {
 async fn bench_answers(plugin: &PluginClient) -> Result<(), tonic::Status> {
     BenchClient::new(plugin.channel())
         .echo(Payload {
-            data: b"ping".to_vec(),
+            data: b"ping".to_vec().into(),
         })
         .await
         .map(|_| ())

@@ -89,6 +89,9 @@ fn generate(root: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
         .build_server(true)
         .build_transport(false)
         .emit_rerun_if_changed(false)
+        // The benchmark's payloads are `Bytes`: a plugin can send one buffer many
+        // times (Download) or echo what it got without copying it.
+        .bytes(".bench.v1.Payload.data")
         .out_dir(out.path())
         .compile_fds(fds.clone())
         .context("generating Rust code")?;
