@@ -74,6 +74,10 @@ struct Options {
     concurrency: usize,
     size: usize,
     download: bool,
+    /// A socket something else serves `bench.v1.Bench` on (an rpcplugin plugin in
+    /// debug mode, say), instead of a raw tonic child: separates the framework's
+    /// cost on the host side from its cost on the plugin side.
+    connect: Option<PathBuf>,
 }
 
 fn options() -> Result<Options, String> {
@@ -82,6 +86,7 @@ fn options() -> Result<Options, String> {
         concurrency: 1,
         size: 1024,
         download: false,
+        connect: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -96,6 +101,7 @@ fn options() -> Result<Options, String> {
                     .map_err(|e| format!("--concurrency: {e}"))?
             }
             "--size" => opts.size = value()?.parse().map_err(|e| format!("--size: {e}"))?,
+            "--connect" => opts.connect = Some(PathBuf::from(value()?)),
             "--mode" => {
                 opts.download = match value()?.as_str() {
                     "echo" => false,
@@ -111,17 +117,23 @@ fn options() -> Result<Options, String> {
 
 async fn drive(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let socket = dir.path().join("raw.sock");
     let launched = Instant::now();
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .arg(&socket)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
-    let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line).await?;
+    let (socket, mut child) = match &opts.connect {
+        Some(socket) => (socket.clone(), None),
+        None => {
+            let socket = dir.path().join("raw.sock");
+            let mut child = tokio::process::Command::new(std::env::current_exe()?)
+                .arg("serve")
+                .arg(&socket)
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+            let mut line = String::new();
+            tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line).await?;
+            (socket, Some(child))
+        }
+    };
     let path = socket.clone();
     let channel = Endpoint::from_static("http://localhost")
         .max_frame_size(MAX_FRAME_SIZE)
@@ -209,7 +221,9 @@ async fn drive(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
         pct(0.99),
         pct(0.999),
     );
-    child.kill().await?;
+    if let Some(child) = &mut child {
+        child.kill().await?;
+    }
     Ok(())
 }
 
@@ -244,7 +258,7 @@ fn main() -> ExitCode {
         Ok(opts) => opts,
         Err(err) => {
             eprintln!(
-                "error: {err}\nusage: raw_tonic [--seconds N] [--concurrency C] [--size BYTES] [--mode echo|download]"
+                "error: {err}\nusage: raw_tonic [--seconds N] [--concurrency C] [--size BYTES] [--mode echo|download] [--connect SOCKET]"
             );
             return ExitCode::from(2);
         }
