@@ -325,6 +325,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut report = render(&results, &contenders, rounds, &seconds);
     report.push_str(&targets(&results));
     if !failures.is_empty() {
+        failures.sort();
         failures.dedup();
         let _ = writeln!(report, "\nRuns that failed (left out of the medians):\n");
         for f in &failures {
@@ -570,9 +571,17 @@ fn render(results: &Results, contenders: &[&Contender], rounds: usize, seconds: 
 /// The targets, each decided by figures of this run.
 fn targets(results: &Results) -> String {
     let get = |w: usize, key: &str, figure: fn(&Figures) -> f64| cell(results, w, key, figure);
+    // Every run launches the plugin once, so launch times pool all workloads.
+    let launches = |key: &str| {
+        median(
+            results
+                .iter()
+                .filter(|((_, k), _)| *k == key)
+                .flat_map(|(_, runs)| runs.iter().map(|f| f.launch_ms)),
+        )
+    };
     let rps = |f: &Figures| f.req_per_s;
     let p50 = |f: &Figures| f.p50_us;
-    let launch = |f: &Figures| f.launch_ms;
     let mib = |f: &Figures| f.mib_per_s;
     let rss = |f: &Figures| f.plugin_rss_kb;
     // (target, measured, met?)
@@ -616,14 +625,14 @@ fn targets(results: &Results) -> String {
         "x",
     );
     at_most(
-        "launch, plaintext ≤ 0.4x go-plugin",
-        get(ECHO_1, "rust", launch) / get(ECHO_1, "go", launch),
+        "launch, plaintext ≤ 0.4x go-plugin (all runs)",
+        launches("rust") / launches("go"),
         0.4,
         "x",
     );
     at_most(
-        "launch, AutoMTLS < 5 ms",
-        get(ECHO_1, "rust-tls", launch),
+        "launch, AutoMTLS < 5 ms (all runs)",
+        launches("rust-tls"),
         5.0,
         " ms",
     );

@@ -426,8 +426,8 @@ impl Builder {
     /// Builds a runtime suited to a plugin sharing the machine with its host, sets
     /// glibc's allocator thresholds for streaming
     /// ([`rpcplugin_transport::tune_allocator`]), serves until stopped, and returns
-    /// the process exit code. Errors are printed on
-    /// stderr, with hints, and give exit code 1; stdout stays empty.
+    /// the process exit code. Errors are printed on stderr, with hints, and give exit
+    /// code 1; stdout stays empty.
     pub fn run(self) -> ExitCode {
         // The plugin owns this process, so it may set the allocator up for moving
         // messages (rpcplugin_transport::tune_allocator says what and why).

@@ -22,9 +22,8 @@ pub const TRIM_THRESHOLD: usize = 8 << 20;
 /// libraries (musl, macOS), where this does nothing.
 ///
 /// rpcplugin's plugin entry point (`PluginServer::run`) calls it, since a plugin
-/// owns its process. A host calls it once,
-/// early in `main`, when it wants the same for its side; the library never changes
-/// a host's allocator by itself.
+/// owns its process. A host calls it once, early in `main`, when it wants the same
+/// for its side; the library never changes a host's allocator by itself.
 ///
 /// ```
 /// // Idempotent, cheap, and safe to call from any thread.
