@@ -321,3 +321,70 @@ async fn quick_start_example_runs() {
         "stdout: {stdout}"
     );
 }
+
+/// What grpcurl and go-plugin's tooling see: reflection lists every service the
+/// plugin serves and hands out descriptors that decode, with the methods of
+/// `bench.v1.Bench` in them (the served set carries no source info since codegen
+/// strips it, as protoc-gen-go does, so plugins start faster).
+#[tokio::test]
+async fn reflection_lists_the_services_and_describes_them() {
+    use prost::Message as _;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    init_tracing();
+    let plugin = kv_plugin().start().await.expect("kv_plugin starts");
+    let mut client = ServerReflectionClient::new(plugin.channel());
+    let ask = |request: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let requests = tokio_stream::iter([
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol(
+            "bench.v1.Bench".into(),
+        )),
+    ]);
+    let mut replies = within(
+        Duration::from_secs(10),
+        "reflection",
+        client.server_reflection_info(requests),
+    )
+    .await
+    .expect("reflection answers")
+    .into_inner();
+
+    let listed = match replies.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => list.service,
+        other => panic!("expected a service list, got {other:?}"),
+    };
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    for service in [
+        "proto.KV",
+        "bench.v1.Bench",
+        "grpc.health.v1.Health",
+        "plugin.GRPCController",
+        "plugin.GRPCBroker",
+        "plugin.GRPCStdio",
+    ] {
+        assert!(names.contains(&service), "{service} missing from {names:?}");
+    }
+
+    let files = match replies.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::FileDescriptorResponse(files)) => files.file_descriptor_proto,
+        other => panic!("expected file descriptors, got {other:?}"),
+    };
+    let bench = files
+        .iter()
+        .map(|bytes| {
+            prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("a descriptor")
+        })
+        .find(|file| file.package() == "bench.v1")
+        .expect("the file of bench.v1.Bench");
+    let methods: Vec<&str> = bench.service[0].method.iter().map(|m| m.name()).collect();
+    assert_eq!(methods, ["Echo", "Download"]);
+    assert!(bench.source_code_info.is_none(), "source info is stripped");
+    plugin.stop().await.expect("stop");
+}

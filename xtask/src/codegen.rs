@@ -103,7 +103,14 @@ fn generate(root: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
         let code = std::fs::read_to_string(&path)?;
         fresh.insert(name, format!("{HEADER}{code}").into_bytes());
     }
-    fresh.insert("descriptor.bin".to_owned(), fds.encode_to_vec());
+    // Reflection serves what protoc-gen-go registers too: descriptors without
+    // comments and source positions. Every plugin decodes this set when it starts
+    // (twice: reflection v1 and v1alpha), and the source info was most of it.
+    let mut served = fds;
+    for file in &mut served.file {
+        file.source_code_info = None;
+    }
+    fresh.insert("descriptor.bin".to_owned(), served.encode_to_vec());
     Ok(fresh)
 }
 
