@@ -690,8 +690,9 @@ fn write_record(doc: &Path, report: &str, rounds: usize, seconds: &str) -> Resul
          {report}\n\
          - *launch to first call*: from just before spawning the plugin to the first \
          successful `Bench/Echo` reply, key generation and TLS handshake included.\n\
-         - A pyvider host asks its plugin for TCP, so the rows with a pyvider host run over \
-         loopback TCP whatever the plugin.\n"
+         - An rpcplugin plugin serves a pyvider host on loopback TCP: pyvider's gRPC sends \
+         the socket path as the HTTP/2 authority over Unix sockets, which h2 refuses \
+         (docs/interop.md).\n"
     );
     // Notes written by hand below the marker survive a new record.
     let kept = std::fs::read_to_string(doc)
