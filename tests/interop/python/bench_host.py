@@ -731,23 +731,7 @@ async def run(opts: Options, kv_host, kv_plugin) -> tuple[Report | None, int]:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        _remove_leftover_socket(client)
-
-
-def _remove_leftover_socket(client) -> None:
-    """A Unix socket that outlived the plugin (a killed Go plugin leaves one) is removed."""
-    import stat
-
-    address = getattr(client, "_address", None)
-    if getattr(client, "_transport_name", None) != "unix" or not address:
-        return
-    try:
-        if stat.S_ISSOCK(os.lstat(address).st_mode):
-            time.sleep(0.05)
-            os.unlink(address)
-            sys.stderr.write(f"{PROG}: removed the plugin's leftover socket {address}\n")
-    except OSError:
-        pass
+        kv_host.remove_leftover_socket(client)
 
 
 def main() -> int:

@@ -443,7 +443,9 @@ def remove_leftover_socket(client) -> None:
         if stat.S_ISSOCK(os.lstat(address).st_mode):
             time.sleep(0.05)
             os.unlink(address)
-            sys.stderr.write(f"kv_host.py: removed the plugin's leftover socket {address}\n")
+            # The running script's name: bench_host.py uses this function too.
+            prog = os.path.basename(sys.argv[0])
+            sys.stderr.write(f"{prog}: removed the plugin's leftover socket {address}\n")
     except OSError:
         pass
 
