@@ -25,19 +25,47 @@
 //! assert_eq!(rpcplugin_proto::plugin::grpc_controller_server::SERVICE_NAME, "plugin.GRPCController");
 //! ```
 
-// Generated code documents only what the .proto files comment.
-#![allow(missing_docs, unreachable_pub, clippy::all)]
+/// The code `cargo xtask codegen` writes, private: the modules below re-export what
+/// users need, by name, so that a regenerated file cannot grow this crate's public
+/// API unnoticed (tonic-health keeps its generated code the same way).
+mod generated {
+    // Generated code documents only what the .proto files comment.
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+
+    pub(crate) mod plugin {
+        include!("generated/plugin.rs");
+    }
+    pub(crate) mod health_v1 {
+        include!("generated/grpc.health.v1.rs");
+    }
+    pub(crate) mod kv {
+        include!("generated/proto.rs");
+    }
+    pub(crate) mod bench {
+        include!("generated/bench.v1.rs");
+    }
+    pub(crate) mod counter {
+        include!("generated/counter.v1.rs");
+    }
+}
 
 /// go-plugin's internal services: controller (shutdown), broker, stdio.
 pub mod plugin {
-    include!("generated/plugin.rs");
+    pub use crate::generated::plugin::{
+        ConnInfo, Empty, StdioData, conn_info, grpc_broker_client, grpc_broker_server,
+        grpc_controller_client, grpc_controller_server, grpc_stdio_client, grpc_stdio_server,
+        stdio_data,
+    };
 }
 
 /// The standard gRPC health checking protocol.
 pub mod health {
     /// `grpc.health.v1`.
     pub mod v1 {
-        include!("generated/grpc.health.v1.rs");
+        pub use crate::generated::health_v1::{
+            HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
+            health_check_response, health_client, health_server,
+        };
     }
 }
 
@@ -45,16 +73,22 @@ pub mod health {
 pub mod examples {
     /// go-plugin's KV example: proto package `proto`, service `proto.KV`.
     pub mod kv {
-        include!("generated/proto.rs");
+        pub use crate::generated::kv::{
+            Empty, GetRequest, GetResponse, PutRequest, kv_client, kv_server,
+        };
     }
     /// The benchmark service: `bench.v1.Bench` (echo and download).
     pub mod bench {
-        include!("generated/bench.v1.rs");
+        pub use crate::generated::bench::{DownloadRequest, Payload, bench_client, bench_server};
     }
     /// The bidirectional example: `counter.v1.Counter` served by the plugin,
     /// `counter.v1.AddHelper` served through the broker.
     pub mod counter {
-        include!("generated/counter.v1.rs");
+        pub use crate::generated::counter::{
+            Empty, GetRequest, GetResponse, PutRequest, ServeHelperResponse, SumRequest,
+            SumResponse, TicksRequest, add_helper_client, add_helper_server, counter_client,
+            counter_server,
+        };
     }
 }
 
