@@ -18,7 +18,8 @@ use std::time::Duration;
 const OFFLINE_CHECKS: &[&str] = &["licenses", "bans", "sources"];
 
 /// Long enough to clone the database over a slow link; an unreachable host fails
-/// within seconds anyway.
+/// within seconds anyway, and git gives up by itself on a transfer that stalls
+/// (`GIT_HTTP_LOW_SPEED_*` below), so the kill at this deadline is a last resort.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub(crate) fn run(root: &Path) -> Result<()> {
@@ -59,10 +60,14 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         &[],
     )?;
 
-    eprintln!("$ cargo deny fetch db");
+    eprintln!("$ cargo-deny fetch db");
+    // cargo-deny itself rather than through `cargo`: a kill at the deadline then
+    // reaches the process that runs git, not a wrapper that would leave it behind.
     let fetched = output_with_timeout(
-        Command::new("cargo")
-            .args(["deny", "fetch", "db"])
+        Command::new("cargo-deny")
+            .args(["fetch", "db"])
+            .env("GIT_HTTP_LOW_SPEED_LIMIT", "1000")
+            .env("GIT_HTTP_LOW_SPEED_TIME", "60")
             .current_dir(root),
         FETCH_TIMEOUT,
     );
