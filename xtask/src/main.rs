@@ -7,11 +7,14 @@
 //!   in release, every pairing of rpcplugin, go-plugin and pyvider hosts and plugins,
 //!   with ratios and the performance targets (`--record` writes docs/performance.md).
 //! - `fuzz [--seconds N] [TARGET...]`: the cargo-fuzz targets, each for a bounded time.
+//! - `deny`: cargo-deny (licenses, bans, sources; advisories where the RustSec
+//!   database can be fetched) over the main workspace and `fuzz/`.
 //! - `ci`: everything CI checks, in order.
 
 mod bench;
 mod codegen;
 mod configdoc;
+mod deny;
 mod fuzz;
 mod interop;
 
@@ -31,6 +34,7 @@ fn main() -> Result<()> {
         Some("interop") => interop::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &args[1..]),
         Some("fuzz") => fuzz::run(&root, &args[1..]),
+        Some("deny") => deny::run(&root),
         Some("ci") => ci(&root),
         _ => {
             eprintln!(
@@ -42,7 +46,8 @@ fn main() -> Result<()> {
                  the benchmark matrix in release: rpcplugin, go-plugin, pyvider, raw tonic\n  \
                  fuzz [--seconds N] [TARGET...]\n                      \
                  run the fuzz targets, each for N seconds (default 30)\n  \
-                 ci                  fmt, clippy, tests, doc, codegen check, interop"
+                 deny                cargo-deny: licenses, bans, sources, advisories\n  \
+                 ci                  fmt, codegen check, deny, clippy, tests, doc, interop"
             );
             bail!("unknown or missing command");
         }
@@ -72,7 +77,6 @@ fn run_cmd(dir: &Path, program: &str, args: &[&str], envs: &[(&str, &str)]) -> R
     Ok(())
 }
 
-/// What .ci/run checks, in the order that fails fastest.
 /// Runs `command` to its end with stdin closed and its output captured in files (a
 /// pipe that nobody drains could block it), killing it after `timeout`.
 fn output_with_timeout(
@@ -107,10 +111,12 @@ fn output_with_timeout(
     })
 }
 
+/// What .ci/run checks, in the order that fails fastest.
 fn ci(root: &Path) -> Result<()> {
     run_cmd(root, "cargo", &["fmt", "--all", "--", "--check"], &[])?;
     codegen::run(root, true)?;
     configdoc::run(root, true)?;
+    deny::run(root)?;
     run_cmd(
         root,
         "cargo",

@@ -1,6 +1,7 @@
 //! The command line: what `rpcplugin` accepts, parsed into plain values without any IO,
 //! so every rule (and every message a user sees for a mistake) is unit-tested here.
 
+use rpcplugin_config::units::{parse_duration, parse_size as parse_bytes};
 use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
@@ -30,11 +31,12 @@ Usage:
 Options:
     --automtls           ask for AutoMTLS (default: plaintext)
     --cookie KEY=VALUE   the plugin's magic cookie [default: BASIC_PLUGIN=hello]
-    --seconds N          length of the measured window [default: 5]
+    --seconds N          length of the measured window, in seconds (or with a
+                         unit: 500ms, 2m) [default: 5]
     --warmup SECS        calls before the window, not counted [default: 1]
     --concurrency C      concurrent tasks sharing one connection [default: 1]
-    --size BYTES         payload (echo) or chunk (download) size; KiB and MiB
-                         suffixes allowed [default: 1024]
+    --size BYTES         payload (echo) or chunk (download) size; KiB, MiB and GiB
+                         suffixes allowed, up to 4 GiB - 1 [default: 1024]
     --mode echo|download unary Echo calls, or Download streams of ~1 MiB per call
                          [default: echo]
     --threads N          worker threads of the host's runtime; 0 runs everything on
@@ -298,14 +300,10 @@ fn parse_cookie(value: &str) -> Result<(String, String), UsageError> {
     }
 }
 
-/// A number of seconds, fractions allowed; zero only if `zero_ok`.
+/// A number of seconds, fractions allowed, or a duration with a unit (`500ms`), as
+/// the settings read them; zero only if `zero_ok`.
 fn parse_seconds(name: &str, value: &str, zero_ok: bool) -> Result<Duration, UsageError> {
-    let parsed = value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && (*s > 0.0 || (zero_ok && *s == 0.0)))
-        .and_then(|s| Duration::try_from_secs_f64(s).ok());
+    let parsed = parse_duration(value).filter(|d| zero_ok || !d.is_zero());
     parsed.ok_or_else(|| {
         let what = if zero_ok {
             "a number of seconds (0 or more)"
@@ -314,7 +312,7 @@ fn parse_seconds(name: &str, value: &str, zero_ok: bool) -> Result<Duration, Usa
         };
         UsageError::new(
             format!("--{name} must be {what}, got {value:?}"),
-            format!("for example --{name} 5 or --{name} 0.5"),
+            format!("for example --{name} 5, --{name} 0.5 or --{name} 500ms"),
         )
     })
 }
@@ -345,22 +343,10 @@ fn parse_count(
     }
 }
 
-/// Bytes, optionally with a `KiB` or `MiB` suffix; at most `u32::MAX` (the wire type
-/// of `DownloadRequest.chunk_size`).
+/// Bytes, optionally with a binary unit (`KiB`, `MiB`...), as the settings read them;
+/// at most `u32::MAX` (the wire type of `DownloadRequest.chunk_size`).
 fn parse_size(value: &str) -> Result<usize, UsageError> {
-    let trimmed = value.trim();
-    let (digits, unit) = if let Some(n) = trimmed.strip_suffix("KiB") {
-        (n, 1024)
-    } else if let Some(n) = trimmed.strip_suffix("MiB") {
-        (n, 1024 * 1024)
-    } else {
-        (trimmed, 1)
-    };
-    let bytes = digits
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
+    let bytes = parse_bytes(value)
         .filter(|&n| n <= u64::from(u32::MAX))
         .and_then(|n| usize::try_from(n).ok());
     bytes.ok_or_else(|| {
@@ -499,6 +485,19 @@ mod tests {
         assert_eq!(parse_size("4294967295"), Ok(u32::MAX as usize));
         assert!(parse_size("4294967296").is_err());
         assert!(parse_size("1k").is_err());
+        // The settings' units: `PLUGIN_*_MAX_MESSAGE_SIZE=1GiB` and `--size 1GiB` agree.
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512 B"), Ok(512));
+    }
+
+    #[test]
+    fn durations_take_the_settings_units() {
+        let opts = bench(&["--seconds", "1.5s", "--warmup", "500ms", "--", "p"]);
+        assert_eq!(opts.duration, Duration::from_millis(1500));
+        assert_eq!(opts.warmup, Duration::from_millis(500));
+        let err = error(&["bench", "--seconds", "0ms", "--", "p"]);
+        assert!(err.message.contains("positive number"), "{}", err.message);
+        assert!(err.hint.contains("500ms"), "{}", err.hint);
     }
 
     #[test]

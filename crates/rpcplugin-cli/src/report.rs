@@ -4,7 +4,9 @@
 
 use crate::args::Mode;
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use std::fmt::Write as _;
+use std::io;
 use std::time::Duration;
 
 /// CPU and memory of one process over the measured window; `None` where it could not
@@ -127,37 +129,26 @@ impl Report {
     /// figure that could not be measured.
     pub(crate) fn result_line(&self) -> String {
         let p = Percentiles::of(&self.latency);
-        let mut fields = vec![("req_per_s", number(self.req_per_s(), 1))];
-        if self.mode == Mode::Download {
-            fields.push(("mib_per_s", number(self.mib_per_s(), 1)));
-        }
-        fields.extend([
-            ("p50_us", p.p50.to_string()),
-            ("p99_us", p.p99.to_string()),
-            ("p999_us", p.p999.to_string()),
-            (
-                "launch_to_first_call_ms",
-                number(self.launch_to_first_call.as_secs_f64() * 1000.0, 3),
-            ),
-            ("host_rss_kb", optional(self.host.rss_kb)),
-            ("plugin_rss_kb", optional(self.plugin_usage.rss_kb)),
-            (
-                "host_cpu_pct",
-                self.host.cpu_pct.map_or("null".into(), |v| number(v, 1)),
-            ),
-            (
-                "plugin_cpu_pct",
-                self.plugin_usage
-                    .cpu_pct
-                    .map_or("null".into(), |v| number(v, 1)),
-            ),
-            ("errors", self.errors.to_string()),
-        ]);
-        let body: Vec<String> = fields
-            .into_iter()
-            .map(|(key, value)| format!("\"{key}\":{value}"))
-            .collect();
-        format!("RESULT {{{}}}", body.join(", "))
+        let line = ResultLine {
+            req_per_s: rounded(self.req_per_s(), 1),
+            mib_per_s: (self.mode == Mode::Download).then(|| rounded(self.mib_per_s(), 1)),
+            p50_us: p.p50,
+            p99_us: p.p99,
+            p999_us: p.p999,
+            launch_to_first_call_ms: rounded(self.launch_to_first_call.as_secs_f64() * 1000.0, 3),
+            host_rss_kb: self.host.rss_kb,
+            plugin_rss_kb: self.plugin_usage.rss_kb,
+            host_cpu_pct: self.host.cpu_pct.map(|v| rounded(v, 1)),
+            plugin_cpu_pct: self.plugin_usage.cpu_pct.map(|v| rounded(v, 1)),
+            errors: self.errors,
+        };
+        let mut out = b"RESULT ".to_vec();
+        line.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out,
+            SpacedFields,
+        ))
+        .expect("numbers and options always serialize");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
     }
 
     /// The table for a person.
@@ -247,18 +238,49 @@ fn rate(amount: f64, seconds: f64) -> f64 {
     if seconds > 0.0 { amount / seconds } else { 0.0 }
 }
 
-/// A JSON number with `decimals` digits after the point; `null` for NaN or infinity,
-/// which JSON cannot carry.
-fn number(value: f64, decimals: usize) -> String {
-    if value.is_finite() {
-        format!("{value:.decimals$}")
-    } else {
-        "null".to_owned()
+/// The object of the `RESULT` line. Its fields serialize in this order, which is the
+/// contract's (INTEROP.md) and what the Go and Python twins print; `None`, NaN and
+/// infinity are written as `null`.
+#[derive(Serialize)]
+struct ResultLine {
+    req_per_s: f64,
+    /// Download runs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mib_per_s: Option<f64>,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    launch_to_first_call_ms: f64,
+    host_rss_kb: Option<u64>,
+    plugin_rss_kb: Option<u64>,
+    host_cpu_pct: Option<f64>,
+    plugin_cpu_pct: Option<f64>,
+    errors: u64,
+}
+
+/// serde_json's compact layout with `, ` between fields, as the Go and Python twins
+/// write the line.
+struct SpacedFields;
+
+impl serde_json::ser::Formatter for SpacedFields {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
     }
 }
 
-fn optional(value: Option<u64>) -> String {
-    value.map_or("null".to_owned(), |v| v.to_string())
+/// `value` rounded to `decimals` digits after the point, as `{:.N}` rounds (ties to
+/// even), so the line carries no more precision than was measured. serde_json then
+/// writes the shortest form (`3.25`, not `3.250`; `500.0` stays `500.0`).
+fn rounded(value: f64, decimals: usize) -> f64 {
+    format!("{value:.decimals$}").parse().unwrap_or(value)
 }
 
 #[cfg(test)]
@@ -356,10 +378,12 @@ mod tests {
         assert_eq!(map["host_rss_kb"], 8000);
         assert_eq!(map["plugin_cpu_pct"], 101.0);
         assert_eq!(map["errors"], 0);
-        // The contract's shape, field order included.
-        assert!(
-            line.starts_with(r#"RESULT {"req_per_s":500.0, "p50_us":500, "p99_us":990, "#),
-            "{line}"
+        // The contract's shape, field order and separators included: the line as the
+        // Go twin prints it (tests/interop/go/src/benchhost/main_test.go), but for the
+        // trailing zero of `3.250`, which JSON readers take as the same number.
+        assert_eq!(
+            line,
+            r#"RESULT {"req_per_s":500.0, "p50_us":500, "p99_us":990, "p999_us":999, "launch_to_first_call_ms":3.25, "host_rss_kb":8000, "plugin_rss_kb":6000, "host_cpu_pct":95.2, "plugin_cpu_pct":101.0, "errors":0}"#
         );
     }
 
@@ -380,8 +404,11 @@ mod tests {
         assert!(map["plugin_rss_kb"].is_null());
         assert!(map["plugin_cpu_pct"].is_null());
         assert_eq!(map["req_per_s"], 0.0);
-        assert_eq!(number(f64::NAN, 1), "null");
-        assert_eq!(number(f64::INFINITY, 1), "null");
+        r.host.cpu_pct = Some(f64::NAN);
+        r.launch_to_first_call = Duration::MAX;
+        let map = parse_result(&r.result_line());
+        assert!(map["host_cpu_pct"].is_null());
+        assert!(map["launch_to_first_call_ms"].is_f64());
     }
 
     #[test]

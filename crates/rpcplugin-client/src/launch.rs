@@ -111,7 +111,8 @@ pub(crate) async fn spawn(mut command: Command, limits: ResourceLimits) -> io::R
 #[allow(unsafe_code)]
 fn set_parent_death_signal(command: &mut Command, host_pid: u32) {
     // SAFETY: the closure runs between fork and exec in the child, where only
-    // async-signal-safe calls are allowed: prctl, getppid and _exit are.
+    // async-signal-safe calls are allowed: prctl, getppid and _exit are, and
+    // `io::Error::from(Errno)` holds the raw error number without allocating.
     unsafe {
         command.pre_exec(move || {
             // SIGTERM, not SIGKILL: an rpcplugin plugin then stops gracefully and
@@ -135,7 +136,8 @@ fn set_resource_limits(command: &mut Command, limits: ResourceLimits) {
         .cpu_time
         .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
     // SAFETY: runs between fork and exec in the child; setrlimit is a plain system
-    // call (async-signal-safe), and the values were computed before the fork.
+    // call (async-signal-safe), the values were computed before the fork, and
+    // `io::Error::from(Errno)` holds the raw error number without allocating.
     unsafe {
         command.pre_exec(move || {
             if let Some(bytes) = limits.address_space {

@@ -150,6 +150,19 @@ impl AttachBuilder {
                 // Brokered sockets in private directories of this host's own.
                 Endpoint::Unix(_) => Arc::new(rpcplugin_transport::UnixTransport::new()),
                 Endpoint::Tcp(_) => Arc::new(rpcplugin_transport::TcpTransport::new()),
+                // `Endpoint` is non-exhaustive: one added in core before this host
+                // can broker over it.
+                other => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "transport.no_common_network",
+                        format!(
+                            "plugin {name} runs on {other} over {}, which this host cannot use",
+                            other.network()
+                        ),
+                    )
+                    .with_hint("reattach to a plugin serving on a unix socket or tcp"));
+                }
             },
             accept_tls: host_tls.broker_accept(config.server_cert.as_deref())?,
             dial_tls: dial.as_ref().map(|d| d.config.clone()),

@@ -1,7 +1,6 @@
 //! Keeping a plugin running: [`Supervisor`] and its options and events.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::process::ExitStatus;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use rpcplugin_proto::health::v1::health_client::HealthClient;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tower::util::rng::{HasherRng, Rng as _};
 
 use crate::{Builder, PluginClient, Target};
 
@@ -461,16 +461,20 @@ impl Run {
 
     /// Exponential backoff with ±20 % jitter, so that plugins that crashed together
     /// do not restart in lockstep.
+    ///
+    /// Not tower's `ExponentialBackoff` (tower 0.5, `retry::backoff`), for two
+    /// reasons read in its source: its jitter is capped at `max - base`, so once the
+    /// backoff reaches its maximum (a long crash loop, where lockstep matters most)
+    /// every plugin waits exactly the maximum; and it hands out a `Sleep`, not the
+    /// `Duration` that [`SupervisorEvent::Restarting`] reports. Its random source,
+    /// `HasherRng`, is used here.
     fn backoff(&self, attempt: u32) -> Duration {
         let base = self
             .options
             .initial_backoff
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
             .min(self.options.max_backoff);
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(attempt);
-        let unit = (hasher.finish() % 1000) as f64 / 1000.0; // 0..1
-        base.mul_f64(0.8 + 0.4 * unit)
+        base.mul_f64(0.8 + 0.4 * HasherRng::new().next_f64())
     }
 }
 
@@ -525,6 +529,11 @@ mod tests {
                 "attempt {attempt}: {ms} ms, base {base_ms}"
             );
         }
+        // At the maximum the delays still differ: plugins that crash together spread
+        // out. 20 draws from a ±20 % range of 1 s are all equal with a chance of
+        // about 0 (they would have to agree to the nanosecond).
+        let at_max: std::collections::HashSet<Duration> = (0..20).map(|_| r.backoff(30)).collect();
+        assert!(at_max.len() > 1, "{at_max:?}");
     }
 
     #[test]

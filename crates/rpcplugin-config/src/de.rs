@@ -1,5 +1,6 @@
 //! Deserializers that accept what people write in environment variables.
 
+use crate::units::{parse_duration, parse_size};
 use rpcplugin_core::Network;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use std::fmt;
@@ -30,22 +31,6 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
         }
     }
     d.deserialize_any(V)
-}
-
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// A transport list: `"unix,tcp"` or a sequence of names.
@@ -85,22 +70,6 @@ pub(crate) fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Network>, 
     d.deserialize_any(V)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("ten"), None);
-        assert_eq!(parse_duration("-1"), None);
-    }
-}
-
 /// A size in bytes: a number, or a string with an optional unit (`"4MiB"`, `"256 MiB"`, `"1GiB"`).
 pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     struct V;
@@ -116,25 +85,12 @@ pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
             usize::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
-            parse_size(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+            parse_size(v)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
         }
     }
     d.deserialize_any(V)
-}
-
-fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: usize = number.parse().ok()?;
-    let factor: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(factor)
 }
 
 /// A TCP port, 1 to 65535, as a number or a string of digits.
@@ -193,18 +149,4 @@ pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error>
         }
     }
     d.deserialize_any(V)
-}
-
-#[cfg(test)]
-mod size_tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4194304"), Some(4 << 20));
-        assert_eq!(parse_size("4MiB"), Some(4 << 20));
-        assert_eq!(parse_size("256 MiB"), Some(256 << 20));
-        assert_eq!(parse_size("1GiB"), Some(1 << 30));
-        assert_eq!(parse_size("lots"), None);
-    }
 }

@@ -10,6 +10,9 @@
 //!   plugin reads what its host passed (the magic cookie, whose variable name is
 //!   chosen by the application, `PLUGIN_PROTOCOL_VERSIONS`, `PLUGIN_CLIENT_CERT`...).
 //!
+//! And [`units`]: the one parser of sizes (`4MiB`) and durations (`500ms`), which
+//! the `rpcplugin` command line shares.
+//!
 //! ```
 //! use rpcplugin_config::Settings;
 //! use std::time::Duration;
@@ -31,6 +34,7 @@
 mod de;
 mod environment;
 mod settings;
+pub mod units;
 
 pub use environment::Environment;
 pub use settings::{

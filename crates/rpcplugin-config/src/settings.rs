@@ -320,28 +320,14 @@ pub fn unknown_variables(env: &Environment) -> Vec<UnknownVariable> {
 /// Variables a host passes to its plugin that are not settings of the plugin.
 const HOST_TO_PLUGIN_VARIABLES: &[&str] = &["PLUGIN_CLIENT_CERT"];
 
-/// The candidate within a small edit distance of `name`, if any.
+/// The candidate within a small edit distance (Levenshtein, in characters) of
+/// `name`, if any.
 fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
     candidates
-        .map(|c| (edit_distance(name, c), c))
+        .map(|c| (strsim::levenshtein(name, c), c))
         .filter(|(d, c)| *d <= 3.min(c.len() / 4).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.to_owned())
-}
-
-/// Levenshtein distance over bytes (names are ASCII).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous[j] + usize::from(ca != cb);
-            current[j + 1] = substitute.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 /// The file's provider, by extension; a missing file or an unknown extension is

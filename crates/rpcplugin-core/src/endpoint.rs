@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 /// The network kinds of the handshake line's third field.
+///
+/// Non-exhaustive: another transport (a vsock, a named pipe) would be a new variant,
+/// so a `match` outside this crate needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Network {
     /// A Unix domain socket (the default wherever it exists).
     Unix,
@@ -48,7 +52,10 @@ impl FromStr for Network {
 }
 
 /// A concrete place a plugin serves on.
+///
+/// Non-exhaustive, as [`Network`] is: each new network brings its kind of address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// A Unix socket path.
     Unix(PathBuf),

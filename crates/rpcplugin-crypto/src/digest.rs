@@ -78,10 +78,7 @@ impl Sha256 {
 
 impl fmt::Display for Sha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -107,13 +104,9 @@ impl FromStr for Sha256 {
             )
             .with_hint("give 64 hexadecimal digits, as printed by `sha256sum PLUGIN`")
         };
-        if hex.len() != 64 || !hex.is_ascii() {
-            return Err(invalid());
-        }
         let mut bytes = [0u8; 32];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
-        }
+        // Any length but 64 digits, or any byte that is not a hex digit, is an error.
+        hex::decode_to_slice(hex, &mut bytes).map_err(|_| invalid())?;
         Ok(Self(bytes))
     }
 }
@@ -162,7 +155,16 @@ mod tests {
 
     #[test]
     fn rejects_malformed_digests() {
-        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(63), &"é".repeat(32)] {
+        // `+f` is what `u8::from_str_radix` would take for 0x0f: not a digest.
+        for bad in [
+            "",
+            "abc",
+            &"g".repeat(64),
+            &"a".repeat(63),
+            &"a".repeat(65),
+            &"é".repeat(32),
+            &"+f".repeat(32),
+        ] {
             let err = bad.parse::<Sha256>().unwrap_err();
             assert_eq!(err.code(), "config.invalid_checksum", "{bad:?}");
             assert!(err.hint().unwrap().contains("sha256sum"));

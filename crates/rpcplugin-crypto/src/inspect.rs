@@ -1,6 +1,5 @@
 //! Reading certificates: [`CertificateInfo`] and CA-based [`verify_chain`].
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
@@ -156,14 +155,13 @@ fn key_type(cert: &X509Certificate<'_>) -> KeyType {
 /// SHA-256 of `der` as uppercase hex pairs joined by colons.
 pub(crate) fn sha256_fingerprint(der: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    let mut out = String::with_capacity(95);
-    for (i, byte) in digest.as_ref().iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        let _ = write!(out, "{byte:02X}");
-    }
-    out
+    let hex = hex::encode_upper(digest);
+    let pairs: Vec<&str> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| std::str::from_utf8(pair).expect("hex digits are ASCII"))
+        .collect();
+    pairs.join(":")
 }
 
 /// Checks that `leaf` chains to the trust anchor `ca` (signature, validity dates now,
@@ -214,4 +212,19 @@ pub fn verify_chain(leaf: &CertificateDer<'_>, ca: &CertificateDer<'_>) -> Resul
             "check that the certificate was issued by this ca and is within its validity dates",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sha256_fingerprint;
+
+    #[test]
+    fn fingerprints_read_as_openssl_prints_them() {
+        // `printf abc | openssl dgst -sha256 -c`, in uppercase.
+        assert_eq!(
+            sha256_fingerprint(b"abc"),
+            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:\
+             B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
+        );
+    }
 }

@@ -584,6 +584,16 @@ impl Builder {
                 }
                 Arc::new(t)
             }
+            // `Network` is non-exhaustive: one added in core before this crate can
+            // listen on it.
+            Some(other) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "transport.no_common_network",
+                    format!("this plugin cannot serve over {other}: it has no listener for it"),
+                )
+                .with_hint("set PLUGIN_SERVER_TRANSPORTS to unix, tcp or both"));
+            }
         };
         let mux = received
             .multiplex_grpc

@@ -38,6 +38,9 @@ use serde_json::{Map, Number, Value};
 use std::fmt;
 use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -289,32 +292,19 @@ impl Visit for JsonFields<'_> {
 /// `2026-11-22T21:24:23.639589Z`: hclog's JSON timestamp layout, which go-plugin
 /// hosts parse strictly (another layout makes them treat the line as plain text).
 fn timestamp(now: SystemTime) -> String {
+    // RFC 3339 with exactly six fraction digits: `time`'s `Rfc3339` writes as many
+    // digits as the value needs, which is not hclog's layout.
+    const HCLOG: &[BorrowedFormatItem<'static>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    // A clock before 1970 or past what `time` represents (year 9999) logs the epoch
+    // rather than panicking in the logger.
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since_epoch.as_secs();
-    let (year, month, day) = civil_date(secs / 86_400);
-    let of_day = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        since_epoch.subsec_micros()
-    )
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for days on or after the epoch).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    time::Duration::try_from(since_epoch)
+        .ok()
+        .and_then(|d| OffsetDateTime::UNIX_EPOCH.checked_add(d))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .format(HCLOG)
+        .expect("a UTC date-time has every component of the layout")
 }
 
 #[cfg(test)]
@@ -441,6 +431,8 @@ mod tests {
         assert_eq!(at(1_795_382_663, 639_589), "2026-11-22T21:24:23.639589Z");
         assert_eq!(at(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
         assert_eq!(at(4_133_980_799, 999_999), "2100-12-31T23:59:59.999999Z");
+        // Year 11476: past what `time` writes.
+        assert_eq!(at(300_000_000_000, 0), "1970-01-01T00:00:00.000000Z");
 
         let (lines, _) = capture(|| tracing::info!("now"));
         let now = lines[0]["@timestamp"].as_str().unwrap();

@@ -13,7 +13,11 @@ use crate::unix::check_path_len;
 /// A connected stream over either network, readable and writable like its inner
 /// tokio stream (an enum rather than a boxed trait object, so it stays `Unpin`
 /// and the inner stream is reachable, e.g. for peer credentials).
+///
+/// Non-exhaustive: a new network or a new layer over one (as TLS and multiplexing
+/// were added) is a new variant, so a `match` outside this crate needs a `_` arm.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Stream {
     /// A Unix domain socket connection.
     Unix(UnixStream),
@@ -139,6 +143,17 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Stream> {
                 .map_err(|e| connect_error(endpoint, e))?;
             Ok(Stream::Tcp(stream))
         }
+        // `Endpoint` is non-exhaustive: a network added in core before this crate
+        // learns to dial it.
+        other => Err(Error::new(
+            ErrorKind::Transport,
+            "transport.connect",
+            format!(
+                "cannot connect to {other} over {}: this transport has no connector for it",
+                other.network()
+            ),
+        )
+        .with_hint("use a unix or tcp endpoint")),
     }
 }
 
@@ -146,6 +161,7 @@ fn connect_error(endpoint: &Endpoint, e: io::Error) -> Error {
     let message = match endpoint {
         Endpoint::Unix(path) => format!("cannot connect to unix socket {}", path.display()),
         Endpoint::Tcp(addr) => format!("cannot connect to tcp {addr}"),
+        other => format!("cannot connect to {} {other}", other.network()),
     };
     let hint = match (endpoint, e.kind()) {
         (Endpoint::Unix(_), io::ErrorKind::NotFound) => {
