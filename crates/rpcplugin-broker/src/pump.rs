@@ -25,7 +25,12 @@ impl Driver {
     /// `outbound`. The returned future runs until the peer ends `inbound`,
     /// `outbound` is closed or the broker closes; spawn it.
     ///
-    /// The stream counts as open from this call on, not from the first poll.
+    /// The stream counts as open from this call on, not from the first poll. The
+    /// host passes its `StartStream` call as `inbound` before the call has an
+    /// answer: a go-plugin plugin answers only when it first has something to
+    /// send, and the host's own announcements must flow before that. A call the
+    /// plugin answers Unimplemented means it serves no broker, which the host's
+    /// `broker.closed` errors then say.
     pub fn pump<S>(
         &self,
         inbound: S,
@@ -39,33 +44,26 @@ impl Driver {
         // Watched from now: a close before the first poll still ends the stream.
         let generation = inner.generation.subscribe();
         async move {
-            tracing::debug!(peer = %inner.role.peer(), "broker stream open");
-            if !inner.is_closed() {
-                carry(&inner, inbound, outbound, generation).await;
+            if !inner.is_closed()
+                && let Some(status) = carry(&inner, inbound, outbound, generation).await
+                && inner.role == Role::Host
+                && status.code() == tonic::Code::Unimplemented
+            {
+                inner.close(Closed::Unsupported);
             }
             inner.stream_ended();
         }
     }
-
-    /// The host's `StartStream` call failed with `status`: the plugin serves no
-    /// broker (Unimplemented) or is gone. Closes the broker, saying which.
-    pub fn stream_refused(&self, status: &Status) {
-        let why = if status.code() == tonic::Code::Unimplemented {
-            Closed::Unsupported
-        } else {
-            Closed::PeerGone
-        };
-        tracing::debug!(%status, "the peer's broker stream did not open");
-        self.inner.close(why);
-    }
 }
 
+/// Runs the stream; returns how the peer failed it, if it did.
 async fn carry<S>(
     inner: &Inner,
     mut inbound: S,
     outbound: mpsc::Sender<ConnInfo>,
     mut generation: watch::Receiver<u64>,
-) where
+) -> Option<Status>
+where
     S: Stream<Item = Result<ConnInfo, Status>> + Unpin,
 {
     let peer = inner.role.peer();
@@ -73,10 +71,10 @@ async fn carry<S>(
         tokio::select! {
             message = inbound.next() => match message {
                 Some(Ok(info)) => inner.deliver(info),
-                None => break,
+                None => return None,
                 Some(Err(status)) => {
                     tracing::debug!(%status, "the {peer}'s broker stream failed");
-                    break;
+                    return Some(status);
                 }
             },
             // The lock is held only while this branch waits, so several streams
@@ -85,15 +83,15 @@ async fn carry<S>(
                 Some(info) => {
                     if outbound.send(info).await.is_err() {
                         tracing::debug!("a broker message was lost: the {peer}'s stream closed");
-                        break;
+                        return None;
                     }
                 }
-                None => break,
+                None => return None,
             },
-            () = outbound.closed() => break,
+            () = outbound.closed() => return None,
             _ = generation.changed() => {
                 if inner.is_closed() {
-                    break;
+                    return None;
                 }
             }
         }
@@ -248,7 +246,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_plugin_without_a_broker_is_reported_as_such() {
         let host = ready(Role::Host);
-        host.stream_refused(&Status::unimplemented("no such service"));
+        let refused = tokio_stream::once(Err(Status::unimplemented("no such service")));
+        host.pump(refused, mpsc::channel(1).0).await;
         let err = host.broker().dial(1).await.unwrap_err();
         assert_eq!(err.code(), "broker.closed");
         assert!(err.message().contains("serves no broker"), "{err:?}");
