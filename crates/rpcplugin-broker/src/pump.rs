@@ -119,15 +119,19 @@ impl Inner {
     }
 }
 
-/// Two brokers joined by their stream, as the tests and examples of this crate
-/// run them: no gRPC, two channels.
+/// Two brokers joined by their stream, as the tests of this crate run them: no
+/// gRPC, two channels. Returns the host's and the plugin's pump.
 #[cfg(test)]
-pub(crate) fn join(host: &Driver, plugin: &Driver) {
+pub(crate) fn join(
+    host: &Driver,
+    plugin: &Driver,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
     use tokio_stream::wrappers::ReceiverStream;
     let (to_plugin, from_host) = mpsc::channel(16);
     let (to_host, from_plugin) = mpsc::channel(16);
-    tokio::spawn(plugin.pump(ReceiverStream::new(from_host).map(Ok), to_host));
-    tokio::spawn(host.pump(ReceiverStream::new(from_plugin).map(Ok), to_plugin));
+    let plugin_side = tokio::spawn(plugin.pump(ReceiverStream::new(from_host).map(Ok), to_host));
+    let host_side = tokio::spawn(host.pump(ReceiverStream::new(from_plugin).map(Ok), to_plugin));
+    (host_side, plugin_side)
 }
 
 #[cfg(test)]
@@ -141,7 +145,6 @@ mod tests {
     use rpcplugin_proto::plugin::Empty;
     use rpcplugin_proto::plugin::grpc_controller_client::GrpcControllerClient;
     use rpcplugin_transport::{TcpTransport, UnixTransport};
-    use tokio_stream::wrappers::ReceiverStream;
 
     fn ready(role: Role) -> Driver {
         let driver = Driver::new(role);
@@ -203,12 +206,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn when_the_hosts_stream_ends_the_host_closes_and_the_plugin_stops_serving() {
         let (host, plugin) = (ready(Role::Host), ready(Role::Plugin));
-        let (to_plugin, from_host) = mpsc::channel(16);
-        let (to_host, from_plugin) = mpsc::channel(16);
-        let plugin_side =
-            tokio::spawn(plugin.pump(ReceiverStream::new(from_host).map(Ok), to_host));
-        let host_side =
-            tokio::spawn(host.pump(ReceiverStream::new(from_plugin).map(Ok), to_plugin));
+        let (host_side, plugin_side) = join(&host, &plugin);
         let served = plugin
             .broker()
             .accept_and_serve(1, tonic::service::Routes::default())
@@ -347,5 +345,26 @@ mod tests {
             err.hint().unwrap().contains("accept_and_serve(42"),
             "{err:?}"
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_host_announces_before_the_plugin_has_answered_the_stream() {
+        // A go-plugin plugin answers StartStream only once it has something to
+        // send; the host's announcements must reach it before that.
+        let host = ready(Role::Host);
+        let (to_plugin, mut at_plugin) = mpsc::channel(16);
+        tokio::spawn(host.pump(tokio_stream::pending(), to_plugin));
+        let served = host
+            .broker()
+            .accept_and_serve(4, tonic::service::Routes::default())
+            .await
+            .unwrap();
+        let announced = tokio::time::timeout(Duration::from_secs(5), at_plugin.recv())
+            .await
+            .expect("announced while the stream has no answer")
+            .unwrap();
+        assert_eq!(announced.service_id, 4);
+        assert_eq!(announced.network, "unix");
+        assert_eq!(announced.address, served.endpoint().to_string());
     }
 }
