@@ -164,17 +164,23 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     }
 
+    /// An empty brokered server under a fresh id.
+    async fn serve_nothing(driver: &Driver) -> (u32, crate::BrokeredServer) {
+        let id = driver.broker().next_id();
+        let served = driver
+            .broker()
+            .accept_and_serve(id, tonic::service::Routes::default())
+            .await
+            .unwrap();
+        (id, served)
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn each_side_serves_the_other_over_sockets() {
         let (host, plugin) = (ready(Role::Host), ready(Role::Plugin));
         join(&host, &plugin);
         for (server, client) in [(&plugin, &host), (&host, &plugin)] {
-            let id = server.broker().next_id();
-            let served = server
-                .broker()
-                .accept_and_serve(id, tonic::service::Routes::default())
-                .await
-                .unwrap();
+            let (id, served) = serve_nothing(server).await;
             let rpcplugin_core::Endpoint::Unix(path) = served.endpoint().clone() else {
                 panic!("a unix socket: {:?}", served.endpoint());
             };
@@ -312,12 +318,7 @@ mod tests {
         let (host, plugin, _dir) = multiplexed().await;
         assert!(host.broker().is_multiplexed() && plugin.broker().is_multiplexed());
         for (server, client) in [(&plugin, &host), (&host, &plugin)] {
-            let id = server.broker().next_id();
-            let served = server
-                .broker()
-                .accept_and_serve(id, tonic::service::Routes::default())
-                .await
-                .unwrap();
+            let (id, served) = serve_nothing(server).await;
             // No socket of its own: it reports the main endpoint.
             assert_eq!(served.endpoint(), server.inner.endpoint.get().unwrap());
             reaches_a_server(client.broker().dial(id).await.unwrap()).await;
@@ -366,5 +367,63 @@ mod tests {
         assert_eq!(announced.service_id, 4);
         assert_eq!(announced.network, "unix");
         assert_eq!(announced.address, served.endpoint().to_string());
+    }
+
+    /// A side's AutoMTLS settings: its own identity presented, exactly the
+    /// peer's certificate trusted, in both directions.
+    fn pinned(
+        role: Role,
+        own: &rpcplugin_crypto::Identity,
+        peer: &rpcplugin_crypto::Identity,
+    ) -> Driver {
+        let driver = Driver::new(role);
+        driver.set_ready(
+            Config::new(Arc::new(UnixTransport::new()))
+                .accept_tls(Some(
+                    rpcplugin_crypto::server_config_pinned(own, peer.cert_der().clone()).unwrap(),
+                ))
+                .dial_tls(Some(
+                    rpcplugin_crypto::client_config_pinned(own, peer.cert_der().clone()).unwrap(),
+                )),
+        );
+        driver
+    }
+
+    fn identity(role: rpcplugin_crypto::Role) -> rpcplugin_crypto::Identity {
+        rpcplugin_crypto::Identity::self_signed(rpcplugin_crypto::KeyAlgorithm::EcdsaP256, role)
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn brokered_connections_run_mutual_tls_both_ways() {
+        let host_id = identity(rpcplugin_crypto::Role::Client);
+        let plugin_id = identity(rpcplugin_crypto::Role::Server);
+        let host = pinned(Role::Host, &host_id, &plugin_id);
+        let plugin = pinned(Role::Plugin, &plugin_id, &host_id);
+        join(&host, &plugin);
+        for (server, client) in [(&plugin, &host), (&host, &plugin)] {
+            let (id, served) = serve_nothing(server).await;
+            reaches_a_server(client.broker().dial(id).await.unwrap()).await;
+            served.stop().await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_brokered_server_with_another_certificate_is_refused_at_dial() {
+        let host_id = identity(rpcplugin_crypto::Role::Client);
+        let plugin_id = identity(rpcplugin_crypto::Role::Server);
+        let stranger = identity(rpcplugin_crypto::Role::Client);
+        // The host presents a certificate the plugin was not told of.
+        let host = pinned(Role::Host, &stranger, &plugin_id);
+        let plugin = pinned(Role::Plugin, &plugin_id, &host_id);
+        join(&host, &plugin);
+        let (id, _served) = serve_nothing(&host).await;
+        let err = plugin.broker().dial(id).await.unwrap_err();
+        assert_eq!(err.code(), "security.tls", "{err:?}");
+        assert!(
+            err.message().contains(&format!("broker id {id}")),
+            "{err:?}"
+        );
+        assert!(err.hint().unwrap().contains("same certificates"), "{err:?}");
     }
 }
