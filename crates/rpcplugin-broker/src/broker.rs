@@ -201,6 +201,15 @@ impl GrpcBroker {
     }
 }
 
+/// A plugin's broker that is not serving (and never will be): its calls fail with
+/// `broker.not_serving`. For unit tests of services that hold a broker; a real one
+/// comes from the plugin's `Builder::broker()` or the host's `PluginClient::broker()`.
+impl Default for GrpcBroker {
+    fn default() -> Self {
+        Driver::new(Role::Plugin).broker()
+    }
+}
+
 impl Driver {
     /// A broker for `role`, open, not ready: its owner calls
     /// [`set_ready`](Self::set_ready) once the main connection's transport and TLS
@@ -345,7 +354,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_plugin_broker_is_unusable_until_it_serves() {
-        let broker = Driver::new(Role::Plugin).broker();
+        let broker = GrpcBroker::default();
         let err = broker
             .accept_and_serve(1, Routes::default())
             .await
