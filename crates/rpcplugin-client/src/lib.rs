@@ -109,7 +109,7 @@ pub struct PluginClient {
     stdio_task: Option<JoinHandle<()>>,
     tls: bool,
     target: Option<Target>,
-    broker: GrpcBroker,
+    broker: rpcplugin_broker::Driver,
     attached: bool,
 }
 
@@ -195,7 +195,7 @@ impl PluginClient {
     /// an id ([`GrpcBroker::accept_and_serve`]) or dial ones it serves
     /// ([`GrpcBroker::dial`]). Cheap to clone.
     pub fn broker(&self) -> GrpcBroker {
-        self.broker.clone()
+        self.broker.broker()
     }
 
     /// The last lines the plugin wrote on stderr.
@@ -770,7 +770,7 @@ impl Builder {
             stdio_task: None,
             tls: false,
             target: None,
-            broker: GrpcBroker::detached(),
+            broker: broker::detached(),
             attached: false,
         };
         // From here every failure drops `client`, which kills the process group and
@@ -810,20 +810,21 @@ impl Builder {
                 ));
             }
         };
-        let broker_ready = broker::Ready {
-            mux: mux.clone(),
-            transport: match (&client.handshake.endpoint, &client.socket_dir) {
+        let broker_transport: Arc<dyn rpcplugin_transport::Transport> =
+            match (&client.handshake.endpoint, &client.socket_dir) {
                 (Endpoint::Unix(_), Some(dir)) => {
                     Arc::new(rpcplugin_transport::UnixTransport::new().dir(dir.path()))
                 }
                 _ => Arc::new(rpcplugin_transport::TcpTransport::new()),
-            },
-            accept_tls: host_tls.broker_accept(client.handshake.server_cert.as_deref())?,
-            dial_tls: dial.as_ref().map(|d| d.config.clone()),
-            dial_timeout: self
-                .broker_dial_timeout
-                .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
-        };
+            };
+        let broker_ready = rpcplugin_broker::Config::new(broker_transport)
+            .multiplexed(mux.clone())
+            .accept_tls(host_tls.broker_accept(client.handshake.server_cert.as_deref())?)
+            .dial_tls(dial.as_ref().map(|d| d.config.clone()))
+            .dial_timeout(
+                self.broker_dial_timeout
+                    .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
+            );
         if let Some(router) = &mux {
             client.start_session(router.clone()).await?;
         }
@@ -832,7 +833,7 @@ impl Builder {
             .await?;
         // Opened first, as go-plugin hosts do; a plugin without a broker just
         // closes it.
-        client.broker = GrpcBroker::start(client.channel.clone(), broker_ready, &client.name);
+        client.broker = broker::start(client.channel.clone(), broker_ready, &client.name);
         client
             .broker
             .set_endpoint(client.handshake.endpoint.clone());

@@ -15,7 +15,7 @@ use rpcplugin_crypto::{CertificateDer, Identity};
 use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
 use tonic::transport::Channel;
 
-use crate::{GrpcBroker, PluginClient, broker, output, tls};
+use crate::{PluginClient, broker, output, tls};
 
 /// Configures an attach to a running plugin. Start with [`PluginClient::attach`].
 #[derive(Debug)]
@@ -96,7 +96,7 @@ impl AttachBuilder {
         self
     }
 
-    /// How long [`GrpcBroker::dial`] waits for the plugin to announce an id.
+    /// How long [`GrpcBroker::dial`](crate::GrpcBroker::dial) waits for the plugin to announce an id.
     pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
         self.broker_dial_timeout = Some(timeout);
         self
@@ -144,32 +144,31 @@ impl AttachBuilder {
             .map_err(|err| attach_tls_hint(err, &name))?;
         let tls = dial.is_some();
         let pinned = dial.as_ref().is_some_and(|d| d.pinned);
-        let broker_ready = broker::Ready {
-            mux: None,
-            transport: match config.endpoint {
-                // Brokered sockets in private directories of this host's own.
-                Endpoint::Unix(_) => Arc::new(rpcplugin_transport::UnixTransport::new()),
-                Endpoint::Tcp(_) => Arc::new(rpcplugin_transport::TcpTransport::new()),
-                // `Endpoint` is non-exhaustive: one added in core before this host
-                // can broker over it.
-                other => {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        "transport.no_common_network",
-                        format!(
-                            "plugin {name} runs on {other} over {}, which this host cannot use",
-                            other.network()
-                        ),
-                    )
-                    .with_hint("reattach to a plugin serving on a unix socket or tcp"));
-                }
-            },
-            accept_tls: host_tls.broker_accept(config.server_cert.as_deref())?,
-            dial_tls: dial.as_ref().map(|d| d.config.clone()),
-            dial_timeout: self
-                .broker_dial_timeout
-                .unwrap_or(crate::DEFAULT_BROKER_DIAL_TIMEOUT),
+        let broker_transport: Arc<dyn rpcplugin_transport::Transport> = match config.endpoint {
+            // Brokered sockets in private directories of this host's own.
+            Endpoint::Unix(_) => Arc::new(rpcplugin_transport::UnixTransport::new()),
+            Endpoint::Tcp(_) => Arc::new(rpcplugin_transport::TcpTransport::new()),
+            // `Endpoint` is non-exhaustive: one added in core before this host
+            // can broker over it.
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "transport.no_common_network",
+                    format!(
+                        "plugin {name} runs on {other} over {}, which this host cannot use",
+                        other.network()
+                    ),
+                )
+                .with_hint("reattach to a plugin serving on a unix socket or tcp"));
+            }
         };
+        let broker_ready = rpcplugin_broker::Config::new(broker_transport)
+            .accept_tls(host_tls.broker_accept(config.server_cert.as_deref())?)
+            .dial_tls(dial.as_ref().map(|d| d.config.clone()))
+            .dial_timeout(
+                self.broker_dial_timeout
+                    .unwrap_or(crate::DEFAULT_BROKER_DIAL_TIMEOUT),
+            );
         let mut client = PluginClient {
             name,
             pid: config.pid,
@@ -182,7 +181,7 @@ impl AttachBuilder {
             stderr_task: None,
             stdout_task: None,
             tls,
-            broker: GrpcBroker::detached(),
+            broker: broker::detached(),
             attached: true,
             stdio_task: None,
             target: None,
@@ -191,7 +190,7 @@ impl AttachBuilder {
             .connect(dial, None, crate::Connection::from_settings(&settings))
             .await?;
         client.check_health(pinned).await?;
-        client.broker = GrpcBroker::start(client.channel.clone(), broker_ready, &client.name);
+        client.broker = broker::start(client.channel.clone(), broker_ready, &client.name);
         tracing::debug!(plugin = %client.name, pid = client.pid, endpoint = %client.handshake.endpoint, tls, "attached to a running plugin");
         Ok(client)
     }

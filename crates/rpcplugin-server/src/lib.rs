@@ -71,7 +71,6 @@
 mod broker;
 mod controller;
 mod health;
-mod incoming;
 pub mod logging;
 mod mux;
 mod stdio;
@@ -228,7 +227,7 @@ pub struct Builder {
     tls: tls::TlsOptions,
     config_file: Option<std::path::PathBuf>,
     capture_stderr: bool,
-    broker: GrpcBroker,
+    broker: broker::PluginBroker,
     broker_dial_timeout: Option<Duration>,
     debug: bool,
 }
@@ -392,7 +391,7 @@ impl Builder {
     /// Clone it into your services before [`serve`](Self::serve); it works once
     /// the plugin serves.
     pub fn broker(&self) -> GrpcBroker {
-        self.broker.clone()
+        self.broker.broker()
     }
 
     /// How long [`GrpcBroker::dial`] waits for the host to announce an id
@@ -598,15 +597,17 @@ impl Builder {
         let mux = received
             .multiplex_grpc
             .then(|| Arc::new(rpcplugin_transport::MuxRouter::new()));
-        self.broker.set_ready(broker::Ready {
-            mux: mux.clone(),
-            transport: transport.clone(),
-            accept_tls: tls.as_ref().map(|t| t.config.clone()),
-            dial_tls: tls.as_ref().map(|t| t.dial.clone()),
-            dial_timeout: self
-                .broker_dial_timeout
-                .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
-        });
+        self.broker.set_ready(
+            rpcplugin_broker::Config::new(transport.clone())
+                .multiplexed(mux.clone())
+                .accept_tls(tls.as_ref().map(|t| t.config.clone()))
+                .dial_tls(tls.as_ref().map(|t| t.dial.clone()))
+                .dial_timeout(
+                    self.broker_dial_timeout
+                        .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
+                )
+                .http2_max_frame_size(Some(HTTP2_MAX_FRAME_SIZE)),
+        );
         let mut services = self.services;
         let mut service_names = self.service_names;
         if let Some(set) = self.versioned.remove(&negotiated.version()) {
@@ -645,7 +646,7 @@ struct Prepared {
     ignore_sigint: bool,
     drain_timeout: Duration,
     capture_stderr: bool,
-    broker: GrpcBroker,
+    broker: broker::PluginBroker,
     debug: bool,
 }
 
@@ -683,9 +684,10 @@ impl Prepared {
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
                 match &self.multiplex {
-                    None => futures_util::future::Either::Left(incoming::Incoming::new(
+                    None => futures_util::future::Either::Left(rpcplugin_broker::Incoming::new(
                         listener.clone(),
                         self.tls.as_ref().map(|t| t.config.clone()),
+                        rpcplugin_broker::Role::Plugin,
                     )),
                     Some(router) => futures_util::future::Either::Right(mux::main_incoming(
                         listener.clone(),
