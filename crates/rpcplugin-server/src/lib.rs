@@ -74,6 +74,7 @@ mod health;
 mod incoming;
 pub mod logging;
 mod mux;
+mod panic;
 mod stdio;
 mod tls;
 #[cfg(feature = "otel")]
@@ -670,6 +671,7 @@ impl Prepared {
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server = http2_tuned(tonic::transport::Server::builder())
             .layer(request_layer())
+            .layer(panic::CatchPanicLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
                 match &self.multiplex {
