@@ -72,6 +72,41 @@ fn attribute_of(diagnostic: &Diagnostic) -> Option<String> {
     }
 }
 
+/// Plans creating an `rpcplugin_file` whose configuration is `config`.
+async fn plan_create(
+    client: &mut ProviderClient<Channel>,
+    config: &[(&str, Value)],
+) -> plan_resource_change::Response {
+    within(client.plan_resource_change(plan_resource_change::Request {
+        type_name: "rpcplugin_file".into(),
+        prior_state: Some(Value::Null.to_dynamic()),
+        proposed_new_state: object(config),
+        config: object(config),
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// Applies creating an `rpcplugin_file` with this planned state.
+async fn apply_create(
+    client: &mut ProviderClient<Channel>,
+    planned: Option<DynamicValue>,
+) -> apply_resource_change::Response {
+    within(
+        client.apply_resource_change(apply_resource_change::Request {
+            type_name: "rpcplugin_file".into(),
+            prior_state: Some(Value::Null.to_dynamic()),
+            planned_state: planned,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 #[tokio::test]
 async fn terraform_gets_protocol_6_over_mutual_tls_and_the_schema() {
     let (plugin, mut client) = start(&[]).await;
@@ -137,16 +172,7 @@ async fn plan_apply_read_with_unknowns_and_diagnostics() {
         ("permissions", Value::Null),
         ("sha256", Value::Unknown),
     ];
-    let plan = within(client.plan_resource_change(plan_resource_change::Request {
-        type_name: "rpcplugin_file".into(),
-        prior_state: Some(Value::Null.to_dynamic()),
-        proposed_new_state: object(&unknown),
-        config: object(&unknown),
-        ..Default::default()
-    }))
-    .await
-    .unwrap()
-    .into_inner();
+    let plan = plan_create(&mut client, &unknown).await;
     assert!(plan.diagnostics.is_empty(), "{:?}", plan.diagnostics);
     let planned = decode(plan.planned_state);
     assert!(planned.get("content").is_unknown());
@@ -160,28 +186,8 @@ async fn plan_apply_read_with_unknowns_and_diagnostics() {
         ("permissions", Value::Null),
         ("sha256", Value::Null),
     ];
-    let plan = within(client.plan_resource_change(plan_resource_change::Request {
-        type_name: "rpcplugin_file".into(),
-        prior_state: Some(Value::Null.to_dynamic()),
-        proposed_new_state: object(&known),
-        config: object(&known),
-        ..Default::default()
-    }))
-    .await
-    .unwrap()
-    .into_inner();
-    let applied = within(
-        client.apply_resource_change(apply_resource_change::Request {
-            type_name: "rpcplugin_file".into(),
-            prior_state: Some(Value::Null.to_dynamic()),
-            planned_state: plan.planned_state.clone(),
-            config: object(&known),
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner();
+    let plan = plan_create(&mut client, &known).await;
+    let applied = apply_create(&mut client, plan.planned_state.clone()).await;
     assert!(applied.diagnostics.is_empty(), "{:?}", applied.diagnostics);
     assert_eq!(
         decode(applied.new_state.clone()),
@@ -309,27 +315,8 @@ async fn values_larger_than_grpc_defaults_travel_both_ways() {
         ("permissions", Value::Null),
         ("sha256", Value::Null),
     ];
-    let plan = within(client.plan_resource_change(plan_resource_change::Request {
-        type_name: "rpcplugin_file".into(),
-        prior_state: Some(Value::Null.to_dynamic()),
-        proposed_new_state: object(&config),
-        config: object(&config),
-        ..Default::default()
-    }))
-    .await
-    .unwrap()
-    .into_inner();
-    let applied = within(
-        client.apply_resource_change(apply_resource_change::Request {
-            type_name: "rpcplugin_file".into(),
-            prior_state: Some(Value::Null.to_dynamic()),
-            planned_state: plan.planned_state,
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner();
+    let plan = plan_create(&mut client, &config).await;
+    let applied = apply_create(&mut client, plan.planned_state).await;
     assert!(applied.diagnostics.is_empty(), "{:?}", applied.diagnostics);
     assert_eq!(
         std::fs::metadata(dir.path().join("big")).unwrap().len(),
