@@ -285,17 +285,7 @@ async fn after_stop_provider_no_change_starts() {
         ("permissions", text("0644")),
         ("sha256", text("00")),
     ];
-    let reply = within(
-        client.apply_resource_change(apply_resource_change::Request {
-            type_name: "rpcplugin_file".into(),
-            prior_state: Some(Value::Null.to_dynamic()),
-            planned_state: object(&planned),
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner();
+    let reply = apply_create(&mut client, object(&planned)).await;
     assert_eq!(reply.diagnostics[0].summary, "The provider is stopping");
     assert!(!dir.path().join("a").exists());
     plugin.stop().await.unwrap();
