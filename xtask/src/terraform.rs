@@ -528,56 +528,111 @@ resource "rpcplugin_file" "outside" {
 }
 
 /// Launch-to-first-call times and wall times over `rounds` plans and applies.
+///
+/// Each round runs a plan and an apply from an empty state three times: with
+/// `TF_LOG=trace` for the launch times, then with logging off for the wall times
+/// (logging slows Terraform down), then the same without our provider (only
+/// Terraform's built-in `terraform_data`) for what Terraform alone costs.
 fn benchmark(world: &World, rounds: usize) -> Result<()> {
-    world.configure(&resources("a.txt"))?;
     std::fs::write(world.files().join("motd"), "good morning\n")?;
-    let (mut first_call, mut plan_wall, mut apply_wall) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
-        // A fresh state each round: apply creates three resources every time.
+    let plan_and_apply = |log_level: &str| -> Result<(Outcome, Outcome)> {
         let _ = std::fs::remove_file(world.path("terraform.tfstate"));
         for name in ["a.txt", "b.txt"] {
             let _ = std::fs::remove_file(world.files().join(name));
         }
-        let plan = world.terraform(&["plan"], "trace", &[])?;
+        let plan = world.terraform(&["plan"], log_level, &[])?;
         ensure!(plan.success, "plan failed:\n{}", plan.stderr);
-        let apply = world.terraform(&["apply", "-auto-approve"], "trace", &[])?;
+        let apply = world.terraform(&["apply", "-auto-approve"], log_level, &[])?;
         ensure!(apply.success, "apply failed:\n{}", apply.stderr);
+        Ok((plan, apply))
+    };
+    let ms = |outcome: &Outcome| outcome.wall.as_secs_f64() * 1e3;
+    let (mut first_call, mut handshake) = (Vec::new(), Vec::new());
+    let (mut plan_wall, mut apply_wall) = (Vec::new(), Vec::new());
+    let (mut bare_plan, mut bare_apply) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        world.configure(&resources("a.txt"))?;
+        let (plan, apply) = plan_and_apply("trace")?;
         first_call.extend(launch_to_first_call(&plan.log));
         first_call.extend(launch_to_first_call(&apply.log));
-        plan_wall.push(plan.wall.as_secs_f64() * 1e3);
-        apply_wall.push(apply.wall.as_secs_f64() * 1e3);
+        handshake.extend(exec_to_handshake(&plan.log));
+        handshake.extend(exec_to_handshake(&apply.log));
+        let (plan, apply) = plan_and_apply("")?;
+        plan_wall.push(ms(&plan));
+        apply_wall.push(ms(&apply));
+        // No provider block either: Terraform would start a declared provider.
+        std::fs::write(world.path("main.tf"), BUILT_IN_ONLY)?;
+        let (plan, apply) = plan_and_apply("")?;
+        bare_plan.push(ms(&plan));
+        bare_apply.push(ms(&apply));
         eprintln!(
-            "round {}: plan {:.0} ms, apply {:.0} ms",
-            round + 1,
-            plan_wall[round],
-            apply_wall[round]
+            "round {round}: plan {:.0} ms, apply {:.0} ms; Terraform alone {:.0} ms, {:.0} ms",
+            plan_wall[round - 1],
+            apply_wall[round - 1],
+            bare_plan[round - 1],
+            bare_apply[round - 1]
         );
     }
     ensure!(
         !first_call.is_empty(),
         "no provider launch found in the logs"
     );
-    let (launches, first) = (first_call.len(), median(&mut first_call));
-    let (plan, apply) = (median(&mut plan_wall), median(&mut apply_wall));
+    let launches = first_call.len();
     println!(
-        "terraform bench ({rounds} plans + {rounds} applies, release provider):\n  \
-         launch -> first call: median {first:.1} ms over {launches} provider launches \
+        "terraform bench ({rounds} rounds of plan + apply, release provider):\n  \
+         launch -> first call: median {:.1} ms over {launches} provider launches \
          (TF_LOG=trace timestamps, 1 ms resolution)\n  \
-         plan wall time:  median {plan:.0} ms\n  \
-         apply wall time: median {apply:.0} ms"
+         of which exec -> handshake line read: median {:.1} ms\n  \
+         plan wall time:  median {:.0} ms (Terraform alone: {:.0} ms)\n  \
+         apply wall time: median {:.0} ms (Terraform alone: {:.0} ms)",
+        median(&mut first_call),
+        median(&mut handshake),
+        median(&mut plan_wall),
+        median(&mut bare_plan),
+        median(&mut apply_wall),
+        median(&mut bare_apply),
     );
     Ok(())
 }
 
+/// The benchmark's baseline: the same shape of configuration with no provider
+/// process (Terraform's built-in provider runs inside Terraform).
+const BUILT_IN_ONLY: &str = r#"
+resource "terraform_data" "a" {
+  input = "hello\n"
+}
+
+resource "terraform_data" "seed" {
+  input = "seed"
+}
+
+resource "terraform_data" "b" {
+  input = terraform_data.seed.id
+}
+"#;
+
 /// For each provider launch in a trace log: milliseconds from go-plugin's
 /// `starting plugin` line to the first `GRPCProvider.v6:` call after it.
 fn launch_to_first_call(log: &str) -> Vec<f64> {
+    intervals(log, "provider: starting plugin:", "GRPCProvider.v6:")
+}
+
+/// For each provider launch: milliseconds from the process running (`plugin
+/// started`, after the exec) to Terraform having its handshake line (`using
+/// plugin`): the provider's own start-up as Terraform sees it.
+fn exec_to_handshake(log: &str) -> Vec<f64> {
+    intervals(log, "provider: plugin started:", "provider: using plugin:")
+}
+
+/// Milliseconds from each line with `from` (about our provider) to the next line
+/// with `to`.
+fn intervals(log: &str, from: &str, to: &str) -> Vec<f64> {
     let mut times = Vec::new();
     let mut started: Option<f64> = None;
     for line in log.lines() {
-        if line.contains("provider: starting plugin:") && line.contains(PROVIDER) {
+        if line.contains(from) && line.contains(PROVIDER) {
             started = timestamp_ms(line);
-        } else if line.contains("GRPCProvider.v6:")
+        } else if line.contains(to)
             && let (Some(start), Some(now)) = (started, timestamp_ms(line))
         {
             times.push(now - start);
@@ -621,6 +676,11 @@ mod tests {
 2026-12-04T18:13:00.009Z [TRACE] GRPCProvider.v6: GetProviderSchema
 ";
         assert_eq!(launch_to_first_call(log), vec![14.0, 10.0]);
+        let handshake = "\
+2026-12-04T18:12:46.714Z [DEBUG] provider: plugin started: path=/x/terraform-provider-rpcplugin pid=42
+2026-12-04T18:12:46.717Z [DEBUG] provider: using plugin: version=6
+";
+        assert_eq!(exec_to_handshake(handshake), vec![3.0]);
         assert_eq!(provider_pids(log), vec![42]);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
