@@ -409,12 +409,18 @@ fn scenario(world: &World) -> Result<()> {
     world.step("plan without changes", &["plan"], &["No changes."])?;
 
     std::fs::write(files.join("a.txt"), "edited outside\n")?;
+    std::fs::set_permissions(
+        files.join("a.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
     world.step(
-        "plan after an edit outside Terraform",
+        "plan after an edit and a chmod outside Terraform",
         &["plan"],
         &[
             "rpcplugin_file.a will be updated in-place",
             "edited outside",
+            // The configuration leaves permissions out: back to the default.
+            "~ permissions = \"0600\" -> \"0644\"",
             "Plan: 0 to add, 1 to change, 0 to destroy",
         ],
     )?;
@@ -446,6 +452,10 @@ fn scenario(world: &World) -> Result<()> {
         &["Resources: 1 added, 1 changed, 0 destroyed"],
     )?;
     ensure!(std::fs::read_to_string(files.join("a.txt"))? == "hello\n");
+    ensure!(
+        mode(&files.join("a.txt"))? == 0o644,
+        "apply did not restore a.txt's mode"
+    );
     ensure!(files.join("b.txt").exists());
 
     std::fs::write(files.join("imported.txt"), "made outside\n")?;

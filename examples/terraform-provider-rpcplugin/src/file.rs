@@ -149,16 +149,24 @@ pub fn validate_resource(config: &Value) -> Vec<Diagnostic> {
 pub struct Plan {
     /// The state the resource will have after apply; unknown where only apply knows.
     pub planned: Value,
-    /// The path changed: the old file is deleted and a new one created.
-    pub replace: bool,
+    /// The attributes whose change replaces the file (delete, then create): `path`,
+    /// or `id` when the same path now resolves elsewhere (the root changed).
+    pub requires_replace: Vec<&'static str>,
 }
 
 /// Plans a create (null `prior`) or an update; a null `proposed` is a destroy.
-pub fn plan(config: &Config, prior: &Value, proposed: &Value) -> Result<Plan, Diagnostic> {
+/// `resource` is the resource's configuration, `proposed` what Terraform proposes
+/// (the configuration, with prior values where it leaves computed ones out).
+pub fn plan(
+    config: &Config,
+    prior: &Value,
+    proposed: &Value,
+    resource: &Value,
+) -> Result<Plan, Diagnostic> {
     if proposed.is_null() {
         return Ok(Plan {
             planned: Value::Null,
-            replace: false,
+            requires_replace: Vec::new(),
         });
     }
     let path = proposed.get("path");
@@ -166,7 +174,10 @@ pub fn plan(config: &Config, prior: &Value, proposed: &Value) -> Result<Plan, Di
         Value::String(p) => Value::String(config.resolve(p)?.to_string_lossy().into_owned()),
         _ => Value::Unknown,
     };
-    let permissions = match proposed.get("permissions") {
+    // From the configuration, not the proposal: for a value the configuration
+    // leaves out, Terraform proposes the prior one, and the default would then never
+    // come back after a chmod outside Terraform.
+    let permissions = match resource.get("permissions") {
         Value::Null => Value::String(DEFAULT_PERMISSIONS.to_owned()),
         Value::String(text) => {
             parse_permissions(text)?;
@@ -179,7 +190,15 @@ pub fn plan(config: &Config, prior: &Value, proposed: &Value) -> Result<Plan, Di
         Value::String(text) => Value::String(sha256_hex(text.as_bytes())),
         _ => Value::Unknown,
     };
-    let replace = !prior.is_null() && (path.is_unknown() || prior.get("path") != path);
+    let mut requires_replace = Vec::new();
+    if !prior.is_null() {
+        if path.is_unknown() || prior.get("path") != path {
+            requires_replace.push("path");
+        }
+        if !id.is_unknown() && prior.get("id") != &id {
+            requires_replace.push("id");
+        }
+    }
     Ok(Plan {
         planned: Value::object([
             ("id", id),
@@ -188,7 +207,7 @@ pub fn plan(config: &Config, prior: &Value, proposed: &Value) -> Result<Plan, Di
             ("permissions", permissions),
             ("sha256", sha256),
         ]),
-        replace,
+        requires_replace,
     })
 }
 
@@ -430,14 +449,42 @@ mod tests {
     fn a_plan_knows_the_digest_when_the_content_is_known() {
         let config = rooted(Path::new("/srv"));
         let proposed = config_value("a.txt", "hello");
-        let plan = plan(&config, &Value::Null, &proposed).unwrap();
-        assert!(!plan.replace);
+        let plan = plan_of(&config, &Value::Null, &proposed).unwrap();
+        assert!(plan.requires_replace.is_empty());
         assert_eq!(plan.planned.get("id").as_str(), Some("/srv/a.txt"));
         assert_eq!(plan.planned.get("permissions").as_str(), Some("0644"));
         assert_eq!(
             plan.planned.get("sha256").as_str(),
             Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
         );
+    }
+
+    /// Plans with a proposal equal to the configuration (no prior values kept).
+    fn plan_of(config: &Config, prior: &Value, proposed: &Value) -> Result<Plan, Diagnostic> {
+        plan(config, prior, proposed, proposed)
+    }
+
+    #[test]
+    fn permissions_left_out_come_back_to_the_default() {
+        let config = rooted(Path::new("/srv"));
+        let prior = plan_of(&config, &Value::Null, &config_value("a", "1"))
+            .unwrap()
+            .planned;
+        // After a chmod outside Terraform, the state says 0600 and Terraform
+        // proposes it for the attribute the configuration leaves out.
+        let Value::Map(mut proposed) = prior.clone() else {
+            unreachable!()
+        };
+        proposed.insert("permissions".into(), Value::String("0600".into()));
+        let planned = plan(
+            &config,
+            &prior,
+            &Value::Map(proposed),
+            &config_value("a", "1"),
+        )
+        .unwrap()
+        .planned;
+        assert_eq!(planned.get("permissions").as_str(), Some("0644"));
     }
 
     fn config_value(path: &str, content: &str) -> Value {
@@ -447,44 +494,49 @@ mod tests {
     #[test]
     fn unknown_content_is_planned_as_unknown() {
         let proposed = config("a.txt", Value::Unknown, Value::String("600".into()));
-        let plan = plan(&rooted(Path::new("/srv")), &Value::Null, &proposed).unwrap();
+        let plan = plan_of(&rooted(Path::new("/srv")), &Value::Null, &proposed).unwrap();
         assert!(plan.planned.get("content").is_unknown());
         assert!(plan.planned.get("sha256").is_unknown());
         assert_eq!(plan.planned.get("permissions").as_str(), Some("600"));
         let unknown_path = Value::object([("path", Value::Unknown), ("content", Value::Unknown)]);
-        let plan = super::plan(&Config::default(), &proposed, &unknown_path).unwrap();
+        let plan = plan_of(&Config::default(), &proposed, &unknown_path).unwrap();
         assert!(plan.planned.get("id").is_unknown());
-        assert!(plan.replace, "a path not known yet may differ");
+        assert_eq!(
+            plan.requires_replace,
+            ["path"],
+            "a path not known yet may differ"
+        );
     }
 
     #[test]
     fn a_new_path_replaces_and_new_content_updates_in_place() {
         let config = rooted(Path::new("/srv"));
-        let prior = plan(&config, &Value::Null, &config_value("a", "1"))
+        let prior = plan_of(&config, &Value::Null, &config_value("a", "1"))
             .unwrap()
             .planned;
-        assert!(
-            !plan(&config, &prior, &config_value("a", "2"))
-                .unwrap()
-                .replace
+        let update = plan_of(&config, &prior, &config_value("a", "2")).unwrap();
+        assert!(update.requires_replace.is_empty());
+        let moved = plan_of(&config, &prior, &config_value("b", "1")).unwrap();
+        assert_eq!(moved.requires_replace, ["path", "id"]);
+        // The same path under another root is another file.
+        let rerooted = plan_of(
+            &rooted(Path::new("/other")),
+            &prior,
+            &config_value("a", "1"),
         );
-        assert!(
-            plan(&config, &prior, &config_value("b", "1"))
-                .unwrap()
-                .replace
-        );
+        assert_eq!(rerooted.unwrap().requires_replace, ["id"]);
         assert_eq!(
-            plan(&config, &prior, &Value::Null).unwrap().planned,
+            plan_of(&config, &prior, &Value::Null).unwrap().planned,
             Value::Null
         );
-        let outside = plan(&config, &prior, &config_value("../b", "1")).unwrap_err();
+        let outside = plan_of(&config, &prior, &config_value("../b", "1")).unwrap_err();
         assert_eq!(attribute_of(&outside), "path");
         let bad = config_value("a", "1");
         let Value::Map(mut bad) = bad else {
             unreachable!()
         };
         bad.insert("permissions".into(), Value::String("8".into()));
-        let err = plan(&config, &prior, &Value::Map(bad)).unwrap_err();
+        let err = plan_of(&config, &prior, &Value::Map(bad)).unwrap_err();
         assert_eq!(attribute_of(&err), "permissions");
     }
 
@@ -494,7 +546,7 @@ mod tests {
         let config = rooted(dir.path());
         let file = dir.path().join("f.txt");
 
-        let planned = plan(&config, &Value::Null, &config_value("f.txt", "one"))
+        let planned = plan_of(&config, &Value::Null, &config_value("f.txt", "one"))
             .unwrap()
             .planned;
         let state = apply(&config, &Value::Null, &planned).unwrap();
@@ -548,7 +600,7 @@ mod tests {
     fn a_write_that_fails_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let config = rooted(dir.path());
-        let planned = plan(&config, &Value::Null, &config_value("no/such/dir", "x"))
+        let planned = plan_of(&config, &Value::Null, &config_value("no/such/dir", "x"))
             .unwrap()
             .planned;
         let err = apply(&config, &Value::Null, &planned).unwrap_err();

@@ -250,12 +250,15 @@ impl Provider for FileProvider {
         };
         let prior = decode!(request.prior_state.as_ref(), "prior state", reply);
         let proposed = decode!(request.proposed_new_state.as_ref(), "proposed state", reply);
-        match file::plan(&self.config(), &prior, &proposed) {
+        let config = decode!(request.config.as_ref(), "resource configuration", reply);
+        match file::plan(&self.config(), &prior, &proposed, &config) {
             Ok(plan) => {
                 reply.planned_state = Some(plan.planned.to_dynamic());
-                if plan.replace {
-                    reply.requires_replace.push(diag::attribute_path("path"));
-                }
+                reply.requires_replace = plan
+                    .requires_replace
+                    .iter()
+                    .map(|name| diag::attribute_path(name))
+                    .collect();
             }
             Err(d) => reply.diagnostics.push(d),
         }
