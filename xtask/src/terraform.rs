@@ -676,6 +676,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn running_processes_are_found_and_reaped_ones_are_not() {
+        assert!(process_alive(std::process::id()));
+        let me = std::env::current_exe().unwrap();
+        assert!(processes_running(&me).contains(&std::process::id()));
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+    }
+
+    #[test]
     fn launch_times_come_from_the_trace_log() {
         let log = "\
 2026-12-04T18:12:46.712Z [DEBUG] provider: starting plugin: path=/x/terraform-provider-rpcplugin args=[]
