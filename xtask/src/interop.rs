@@ -1,5 +1,7 @@
-//! `cargo xtask interop [go|python]`: rpcplugin's examples against real peers.
+//! `cargo xtask interop [go|python|terraform]`: rpcplugin's examples against real peers.
 //!
+//! - Terraform: the example provider under the real Terraform CLI (see
+//!   [`crate::terraform`]);
 //! - Go: go-plugin 1.0.1 from Debian (`tests/interop/go/build.sh` installs what is
 //!   missing with apt and builds offline in GOPATH mode);
 //! - Python: pyvider-rpcplugin 0.5.5 from PyPI (`tests/interop/python/setup.sh`
@@ -59,7 +61,18 @@ struct Case {
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
-    let want = |peer: &str| args.is_empty() || args.iter().any(|a| a == peer);
+    let peers = ["go", "python", "terraform"];
+    let named: Vec<&String> = args
+        .iter()
+        .filter(|a| peers.contains(&a.as_str()))
+        .collect();
+    let want = |peer: &str| named.is_empty() || named.iter().any(|a| *a == peer);
+    if want("terraform") {
+        crate::terraform::run(root, args)?;
+    }
+    if !want("go") && !want("python") {
+        return Ok(());
+    }
     let out = root.join("target/interop");
     std::fs::create_dir_all(&out)?;
     crate::run_cmd(root, "cargo", &["build", "--examples"], &[])?;

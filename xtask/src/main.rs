@@ -1,8 +1,10 @@
 //! Project automation: `cargo xtask <command>`.
 //!
 //! - `codegen [--check]`: regenerate (or check) the committed gRPC code from `proto/`.
-//! - `interop`: run rpcplugin's examples against real go-plugin (Go) and
-//!   pyvider-rpcplugin (Python) peers, installing what is missing.
+//! - `interop [go|python|terraform]`: run rpcplugin's examples against real
+//!   go-plugin (Go) and pyvider-rpcplugin (Python) peers, installing what is missing,
+//!   and the example Terraform provider under the real Terraform CLI
+//!   (`interop terraform --bench [--rounds N]`: its start-up figures, in release).
 //! - `bench [--seconds N] [--rounds R] [--only KEYS] [--record]`: the benchmark matrix
 //!   in release, every pairing of rpcplugin, go-plugin and pyvider hosts and plugins,
 //!   with ratios and the performance targets (`--record` writes docs/performance.md).
@@ -17,6 +19,7 @@ mod configdoc;
 mod deny;
 mod fuzz;
 mod interop;
+mod terraform;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -41,7 +44,10 @@ fn main() -> Result<()> {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  codegen [--check]   regenerate the committed gRPC code and docs/configuration.md (or fail if stale)\n  \
-                 interop [go|python] run the examples against go-plugin and pyvider peers\n  \
+                 interop [go|python|terraform]\n                      \
+                 run the examples against go-plugin and pyvider peers, the provider under Terraform\n  \
+                 interop terraform --bench [--rounds N]\n                      \
+                 Terraform's provider start-up and plan/apply times (release provider)\n  \
                  bench [--seconds N] [--rounds R] [--only KEYS] [--record]\n                      \
                  the benchmark matrix in release: rpcplugin, go-plugin, pyvider, raw tonic\n  \
                  fuzz [--seconds N] [TARGET...]\n                      \

@@ -73,6 +73,7 @@ mod controller;
 mod health;
 pub mod logging;
 mod mux;
+mod panic;
 mod stdio;
 mod tls;
 #[cfg(feature = "otel")]
@@ -681,6 +682,7 @@ impl Prepared {
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server = http2_tuned(tonic::transport::Server::builder())
             .layer(request_layer())
+            .layer(panic::CatchPanicLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
                 match &self.multiplex {
