@@ -2,24 +2,14 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpcplugin_config::{Environment, Settings};
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_config::Environment;
+use rpcplugin_core::Result;
 use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
-use rpcplugin_handshake::{HandshakeLine, MagicCookie, PluginEnv};
-use rpcplugin_transport::SocketDir;
-use tokio::io::BufReader;
-use tokio::process::Command;
-use tonic::transport::Channel;
 
-use crate::start::verify_checksum;
-use crate::{
-    Connection, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker, PluginClient, ResourceLimits, StdioSink,
-    broker, launch, output, registry, stdio, tls,
-};
+use crate::{PluginClient, ResourceLimits, StdioSink, stdio, tls};
 
 /// Configures and starts a plugin. See the [crate docs](crate).
 ///
@@ -28,24 +18,24 @@ use crate::{
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Builder {
-    program: OsString,
-    args: Vec<OsString>,
-    envs: Vec<(OsString, OsString)>,
-    env_clear: bool,
-    current_dir: Option<PathBuf>,
-    name: Option<String>,
-    cookie: Option<(String, String)>,
-    versions: Vec<u32>,
-    handshake_timeout: Option<Duration>,
-    shutdown_grace: Option<Duration>,
-    environment: Option<Environment>,
-    tls: tls::TlsOptions,
-    checksum: Option<Sha256>,
-    limits: ResourceLimits,
-    config_file: Option<PathBuf>,
-    stdio: stdio::Sink,
-    broker_dial_timeout: Option<Duration>,
-    multiplex: bool,
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) envs: Vec<(OsString, OsString)>,
+    pub(crate) env_clear: bool,
+    pub(crate) current_dir: Option<PathBuf>,
+    pub(crate) name: Option<String>,
+    pub(crate) cookie: Option<(String, String)>,
+    pub(crate) versions: Vec<u32>,
+    pub(crate) handshake_timeout: Option<Duration>,
+    pub(crate) shutdown_grace: Option<Duration>,
+    pub(crate) environment: Option<Environment>,
+    pub(crate) tls: tls::TlsOptions,
+    pub(crate) checksum: Option<Sha256>,
+    pub(crate) limits: ResourceLimits,
+    pub(crate) config_file: Option<PathBuf>,
+    pub(crate) stdio: stdio::Sink,
+    pub(crate) broker_dial_timeout: Option<Duration>,
+    pub(crate) multiplex: bool,
 }
 
 impl Builder {
@@ -214,8 +204,8 @@ impl Builder {
         self
     }
 
-    /// How long [`GrpcBroker::dial`] waits for the plugin to announce an id
-    /// (default [`DEFAULT_BROKER_DIAL_TIMEOUT`], 5 s, as go-plugin).
+    /// How long [`GrpcBroker::dial`](crate::GrpcBroker::dial) waits for the plugin to announce an id
+    /// (default [`DEFAULT_BROKER_DIAL_TIMEOUT`](crate::DEFAULT_BROKER_DIAL_TIMEOUT), 5 s, as go-plugin).
     pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
         self.broker_dial_timeout = Some(timeout);
         self
@@ -238,211 +228,13 @@ impl Builder {
     }
 
     /// Launches the plugin and returns once it is connected and healthy.
+    ///
+    /// The phases, each a function of its own: resolve the settings (builder over
+    /// environment over config file), verify the executable's checksum when one is
+    /// set, spawn it, read and check its handshake line, connect (TLS, the
+    /// multiplexed session, the broker) and check its health. A failure in any
+    /// phase after the spawn ends the process and removes its socket directory.
     pub async fn start(self) -> Result<PluginClient> {
-        let env = self
-            .environment
-            .clone()
-            .unwrap_or_else(Environment::capture);
-        let settings = Settings::from_sources(&env, self.config_file.as_deref())?;
-        let name = self.name.clone().unwrap_or_else(|| {
-            std::path::Path::new(&self.program)
-                .file_name()
-                .unwrap_or(&self.program)
-                .to_string_lossy()
-                .into_owned()
-        });
-        let Some((key, value)) = settings.magic_cookie(self.cookie.clone()) else {
-            return Err(Error::new(ErrorKind::Config, "config.missing_cookie", "no magic cookie configured for this host")
-                .with_hint("call .handshake(KEY, VALUE) on the client builder with the plugin's cookie (go-plugin's KV example: BASIC_PLUGIN=hello)"));
-        };
-        if self.versions.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "config.no_versions",
-                "the host speaks no app protocol version",
-            )
-            .with_hint("call .protocol_versions([1]) on the client builder"));
-        }
-        let timeout = self.handshake_timeout.unwrap_or(settings.handshake_timeout);
-        let grace = self.shutdown_grace.unwrap_or(settings.shutdown_grace);
-
-        let host_tls = self.tls.resolve(&settings)?;
-        let program = match &self.checksum {
-            Some(expected) => {
-                // Hashing a large executable takes milliseconds of blocking reads:
-                // keep them off the async worker.
-                let (program, env, expected) = (self.program.clone(), env.clone(), *expected);
-                tokio::task::spawn_blocking(move || verify_checksum(&program, &env, &expected))
-                    .await
-                    .map_err(|e| {
-                        Error::new(
-                            ErrorKind::Security,
-                            "security.checksum_read",
-                            "the checksum of the plugin could not be computed",
-                        )
-                        .with_source(e)
-                    })??
-            }
-            None => self.program.clone(),
-        };
-
-        let socket_dir = SocketDir::create(
-            settings.unix_socket_dir.as_deref(),
-            settings.unix_socket_group.as_deref(),
-        )?;
-        let mut plugin_env = PluginEnv::new(MagicCookie::new(key, value)?);
-        plugin_env.protocol_versions = self.versions.clone();
-        plugin_env.unix_socket_dir = Some(socket_dir.path().to_owned());
-        plugin_env.unix_socket_group = settings.unix_socket_group.clone();
-        if let (Some(min), Some(max)) = (settings.min_port, settings.max_port) {
-            plugin_env.port_range = Some((min, max));
-        }
-        plugin_env.client_cert_pem = host_tls.client_cert_pem();
-        plugin_env.multiplex_grpc = self.multiplex;
-
-        let mut command = Command::new(&program);
-        command.args(&self.args);
-        if self.env_clear {
-            command.env_clear();
-        }
-        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
-        // Never hand the host's private key down, and never let a certificate this
-        // host inherited (from its own host) stand in for the one it sends.
-        command.env_remove("PLUGIN_CLIENT_KEY");
-        command.env_remove("PLUGIN_CLIENT_CERT");
-        command.envs(plugin_env.to_vars());
-        if let Some(dir) = &self.current_dir {
-            command.current_dir(dir);
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-
-        let mut child = launch::spawn(command, self.limits)
-            .await
-            .map_err(|err| spawn_error(&self.program, err))?;
-        let pid = child.id().unwrap_or_default();
-        registry::register(pid, &name);
-        tracing::debug!(plugin = %name, pid, "plugin started");
-
-        let tail = Arc::new(output::Tail::default());
-        let stderr_task = child.stderr.take().map(|stderr| {
-            tokio::spawn(output::forward_stderr(
-                BufReader::new(stderr),
-                tail.clone(),
-                name.clone(),
-                pid,
-            ))
-        });
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-
-        let mut client = PluginClient {
-            name,
-            pid,
-            child: Some(child),
-            channel: Channel::from_static("http://localhost").connect_lazy(),
-            handshake: HandshakeLine::new(0, Endpoint::Unix(PathBuf::new())),
-            socket_dir: Some(socket_dir),
-            tail,
-            grace,
-            stderr_task,
-            stdout_task: None,
-            stdio_task: None,
-            tls: false,
-            target: None,
-            broker: GrpcBroker::detached(),
-            attached: false,
-        };
-        // From here every failure drops `client`, which kills the process group and
-        // removes the socket directory.
-        let line = client.read_handshake(&mut stdout, timeout).await?;
-        client.stdout_task = Some(tokio::spawn(output::drain_stdout(
-            stdout,
-            client.name.clone(),
-            pid,
-        )));
-        client.handshake =
-            client.check_handshake(&line, &self.versions, &settings.client_transports)?;
-        let dial = host_tls
-            .dial(
-                &client.name,
-                client.handshake.server_cert.as_deref(),
-                &client.handshake.endpoint,
-            )
-            .map_err(|err| client.with_line_context(err, &line))?;
-        client.tls = dial.is_some();
-        let pinned = dial.as_ref().is_some_and(|d| d.pinned);
-        let mux = match (self.multiplex, client.handshake.multiplex) {
-            (false, _) => None,
-            (true, true) => Some(Arc::new(rpcplugin_transport::MuxRouter::new())),
-            (true, false) => {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    "config.multiplex_unsupported",
-                    format!(
-                        "plugin {} does not support a multiplexed broker",
-                        client.name
-                    ),
-                )
-                .with_hint(
-                    "its handshake line has no 7th field `true`: build it with rpcplugin or \
-                     go-plugin 1.6+, or leave .multiplex_grpc() off for it",
-                ));
-            }
-        };
-        let broker_ready = broker::Ready {
-            mux: mux.clone(),
-            transport: match (&client.handshake.endpoint, &client.socket_dir) {
-                (Endpoint::Unix(_), Some(dir)) => {
-                    Arc::new(rpcplugin_transport::UnixTransport::new().dir(dir.path()))
-                }
-                _ => Arc::new(rpcplugin_transport::TcpTransport::new()),
-            },
-            accept_tls: host_tls.broker_accept(client.handshake.server_cert.as_deref())?,
-            dial_tls: dial.as_ref().map(|d| d.config.clone()),
-            dial_timeout: self
-                .broker_dial_timeout
-                .unwrap_or(DEFAULT_BROKER_DIAL_TIMEOUT),
-        };
-        if let Some(router) = &mux {
-            client.start_session(router.clone()).await?;
-        }
-        client.channel = client
-            .connect(dial, mux, Connection::from_settings(&settings))
-            .await?;
-        // Opened first, as go-plugin hosts do; a plugin without a broker just
-        // closes it.
-        client.broker = GrpcBroker::start(client.channel.clone(), broker_ready, &client.name);
-        client
-            .broker
-            .set_endpoint(client.handshake.endpoint.clone());
-        client.check_health(pinned).await?;
-        client.stdio_task = Some(stdio::spawn(
-            client.channel.clone(),
-            self.stdio.clone(),
-            client.name.clone(),
-            pid,
-        ));
-        Ok(client)
+        crate::start::start(self).await
     }
-}
-
-fn spawn_error(program: &OsStr, err: std::io::Error) -> Error {
-    let hint = match err.kind() {
-        std::io::ErrorKind::NotFound => {
-            "check the path to the plugin executable (relative paths are resolved against PATH and the working directory)"
-        }
-        std::io::ErrorKind::PermissionDenied => {
-            "make the plugin file executable (chmod +x) and check its directory permissions"
-        }
-        _ => "check that the plugin executable can be run on this machine",
-    };
-    Error::new(
-        ErrorKind::Process,
-        "process.spawn",
-        format!("cannot start plugin {}", program.to_string_lossy()),
-    )
-    .with_source(err)
-    .with_hint(hint)
 }

@@ -44,14 +44,21 @@
 //!   current span's W3C trace context (`traceparent`, `tracestate`) with each call,
 //!   read through `tracing-opentelemetry`, so that one trace covers host and plugin.
 
+// `GrpcBroker::detached` lost its last caller when the start stopped building a
+// client with placeholder values; it goes with the broker's rewrite into one
+// crate (issue 13), which owns that file.
+#[allow(dead_code)]
 mod broker;
 mod builder;
+mod connect;
+mod handshake;
 mod launch;
 pub mod logline;
 mod output;
 mod plugin_client;
 mod reattach;
 mod registry;
+mod spawned;
 mod start;
 mod stdio;
 mod stop;

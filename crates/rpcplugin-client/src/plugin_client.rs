@@ -31,7 +31,7 @@ pub struct PluginClient {
     pub(crate) stdout_task: Option<JoinHandle<()>>,
     pub(crate) stdio_task: Option<JoinHandle<()>>,
     pub(crate) tls: bool,
-    pub(crate) target: Option<Target>,
+    pub(crate) target: Target,
     pub(crate) broker: GrpcBroker,
     pub(crate) attached: bool,
 }

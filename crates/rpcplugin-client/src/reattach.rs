@@ -13,9 +13,10 @@ use rpcplugin_config::{Environment, Settings};
 use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 use rpcplugin_crypto::{CertificateDer, Identity};
 use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
-use tonic::transport::Channel;
 
-use crate::{GrpcBroker, PluginClient, broker, output, tls};
+use rpcplugin_transport::Transport;
+
+use crate::{Connection, GrpcBroker, PluginClient, Target, connect, output, tls};
 
 /// Configures an attach to a running plugin. Start with [`PluginClient::attach`].
 #[derive(Debug)]
@@ -121,67 +122,77 @@ impl AttachBuilder {
         let config = self.config;
         let name = self.name.unwrap_or_else(|| format!("pid-{}", config.pid));
         check_alive(&name, config.pid)?;
-        let mut line = HandshakeLine::new(config.app_version, config.endpoint.clone());
-        if let Some(der) = &config.server_cert {
-            line = line.with_server_cert(der.clone());
-        }
-        rpcplugin_handshake::check_line(&line, &self.versions).map_err(|e| {
-            Error::new(
-                e.kind(),
-                e.code(),
-                format!("plugin {name} cannot be used by this host"),
-            )
-            .with_hint(e.hint().unwrap_or_default().to_owned())
-            .with_source(e)
-        })?;
+        let line = announced_line(&name, &config, &self.versions)?;
         // AutoMTLS needs a plugin this host starts: only configured certificates
         // can reach a plugin that is already running.
         let mut options = self.tls;
         options.auto_mtls = Some(false);
         let host_tls = options.resolve(&settings)?;
+        let server_cert = config.server_cert.as_deref();
         let dial = host_tls
-            .dial(&name, config.server_cert.as_deref(), &config.endpoint)
+            .dial(&name, server_cert, &config.endpoint)
             .map_err(|err| attach_tls_hint(err, &name))?;
-        let tls = dial.is_some();
-        let pinned = dial.as_ref().is_some_and(|d| d.pinned);
-        let broker_ready = broker::Ready {
-            mux: None,
-            transport: match config.endpoint {
-                // Brokered sockets in private directories of this host's own.
-                Endpoint::Unix(_) => Arc::new(rpcplugin_transport::UnixTransport::new()),
-                Endpoint::Tcp(_) => Arc::new(rpcplugin_transport::TcpTransport::new()),
-            },
-            accept_tls: host_tls.broker_accept(config.server_cert.as_deref())?,
-            dial_tls: dial.as_ref().map(|d| d.config.clone()),
-            dial_timeout: self
-                .broker_dial_timeout
-                .unwrap_or(crate::DEFAULT_BROKER_DIAL_TIMEOUT),
+        let transport: Arc<dyn Transport> = match config.endpoint {
+            // Brokered sockets in private directories of this host's own.
+            Endpoint::Unix(_) => Arc::new(rpcplugin_transport::UnixTransport::new()),
+            Endpoint::Tcp(_) => Arc::new(rpcplugin_transport::TcpTransport::new()),
         };
-        let mut client = PluginClient {
+        let ready = connect::broker_ready(
+            &host_tls,
+            server_cert,
+            dial.as_ref(),
+            transport,
+            None,
+            self.broker_dial_timeout,
+        )?;
+        let target = Target {
+            endpoint: config.endpoint.clone(),
+            dial: dial.map(Arc::new),
+            mux: None,
+            connection: Connection::from_settings(&settings),
+        };
+        let channel = connect::open_channel(&name, &target).await?;
+        connect::check_health(&name, &channel, &target).await?;
+        let broker = GrpcBroker::start(channel.clone(), ready, &name);
+        let tls = target.dial.is_some();
+        tracing::debug!(plugin = %name, pid = config.pid, endpoint = %config.endpoint, tls, "attached to a running plugin");
+        Ok(PluginClient {
             name,
             pid: config.pid,
             child: None,
-            channel: Channel::from_static("http://localhost").connect_lazy(),
+            channel,
             handshake: line,
             socket_dir: None,
             tail: Arc::new(output::Tail::default()),
             grace: settings.shutdown_grace,
             stderr_task: None,
             stdout_task: None,
-            tls,
-            broker: GrpcBroker::detached(),
-            attached: true,
             stdio_task: None,
-            target: None,
-        };
-        client.channel = client
-            .connect(dial, None, crate::Connection::from_settings(&settings))
-            .await?;
-        client.check_health(pinned).await?;
-        client.broker = GrpcBroker::start(client.channel.clone(), broker_ready, &client.name);
-        tracing::debug!(plugin = %client.name, pid = client.pid, endpoint = %client.handshake.endpoint, tls, "attached to a running plugin");
-        Ok(client)
+            tls,
+            target,
+            broker,
+            attached: true,
+        })
     }
+}
+
+/// The handshake line the reattach information stands for, checked as a launched
+/// plugin's would be.
+fn announced_line(name: &str, config: &ReattachConfig, versions: &[u32]) -> Result<HandshakeLine> {
+    let mut line = HandshakeLine::new(config.app_version, config.endpoint.clone());
+    if let Some(der) = &config.server_cert {
+        line = line.with_server_cert(der.clone());
+    }
+    rpcplugin_handshake::check_line(&line, versions).map_err(|e| {
+        Error::new(
+            e.kind(),
+            e.code(),
+            format!("plugin {name} cannot be used by this host"),
+        )
+        .with_hint(e.hint().unwrap_or_default().to_owned())
+        .with_source(e)
+    })?;
+    Ok(line)
 }
 
 fn check_alive(name: &str, pid: u32) -> Result<()> {

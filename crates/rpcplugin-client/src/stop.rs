@@ -185,39 +185,43 @@ pub(crate) fn kill_group(pid: u32, signal: Signal) {
 impl Drop for PluginClient {
     fn drop(&mut self) {
         self.broker.close();
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = self.pid;
-        registry::unregister(pid);
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            kill_group(pid, Signal::SIGKILL);
-            return;
+        if let Some(child) = self.child.take() {
+            end_dropped(child, self.pid);
         }
-        // No RPC from a destructor: SIGTERM lets an rpcplugin plugin stop gracefully
-        // and remove its socket. Its HTTP/2 shutdown needs this host's runtime to
-        // answer a PING, so the bounded wait and the SIGKILL happen on a reaper
-        // thread rather than by blocking the thread that dropped us.
-        kill_group(pid, Signal::SIGTERM);
-        let reap = move || {
-            let deadline = Instant::now() + DROP_GRACE;
-            while Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Ends a plugin process whose owner was dropped without a stop: a
+/// [`PluginClient`], or the start guard when a start fails after the spawn.
+pub(crate) fn end_dropped(mut child: Child, pid: u32) {
+    registry::unregister(pid);
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        kill_group(pid, Signal::SIGKILL);
+        return;
+    }
+    // No RPC from a destructor: SIGTERM lets an rpcplugin plugin stop gracefully
+    // and remove its socket. Its HTTP/2 shutdown needs this host's runtime to
+    // answer a PING, so the bounded wait and the SIGKILL happen on a reaper
+    // thread rather than by blocking the thread that dropped us.
+    kill_group(pid, Signal::SIGTERM);
+    let reap = move || {
+        let deadline = Instant::now() + DROP_GRACE;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
             }
-            // Also takes the plugin's own children, exited leader or not.
-            kill_group(pid, Signal::SIGKILL);
-            let _ = child.start_kill();
-            let _ = child.try_wait();
-        };
-        let spawned = std::thread::Builder::new()
-            .name("rpcplugin-reaper".into())
-            .spawn(reap);
-        if spawned.is_err() {
-            kill_group(pid, Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(5));
         }
+        // Also takes the plugin's own children, exited leader or not.
+        kill_group(pid, Signal::SIGKILL);
+        let _ = child.start_kill();
+        let _ = child.try_wait();
+    };
+    let spawned = std::thread::Builder::new()
+        .name("rpcplugin-reaper".into())
+        .spawn(reap);
+    if spawned.is_err() {
+        kill_group(pid, Signal::SIGKILL);
     }
 }
 

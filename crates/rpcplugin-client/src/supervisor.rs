@@ -199,16 +199,12 @@ impl Supervisor {
         let target: Arc<RwLock<Option<Target>>> = Arc::new(RwLock::new(None));
         let first = builder.clone().start().await?;
         let (pid_tx, pid_rx) = watch::channel(Some(first.pid()));
-        *target.write().unwrap_or_else(|e| e.into_inner()) = first.target.clone();
+        *target.write().unwrap_or_else(|e| e.into_inner()) = Some(first.target.clone());
         let _ = events.send(SupervisorEvent::Started {
             pid: first.pid(),
             restarts: 0,
         });
-        let connection = first
-            .target
-            .as_ref()
-            .map(|t| t.connection)
-            .expect("a started client has a target");
+        let connection = first.target.connection;
         let channel = supervised_channel(target.clone(), connection);
         let (stop_tx, stop_rx) = oneshot::channel();
         let run = Run {
@@ -376,7 +372,7 @@ impl Run {
             }
             match self.builder.clone().start().await {
                 Ok(client) => {
-                    self.set_target(client.target.clone());
+                    self.set_target(Some(client.target.clone()));
                     let _ = self.pid.send(Some(client.pid()));
                     let _ = self.events.send(SupervisorEvent::Started {
                         pid: client.pid(),
