@@ -68,6 +68,7 @@
 //! writes `tracing` events as hclog JSON, which go-plugin hosts (Terraform with
 //! `TF_LOG`) and rpcplugin hosts show at their levels with their fields.
 
+mod announce;
 mod broker;
 mod builder;
 mod controller;
@@ -79,6 +80,7 @@ mod mux;
 mod prepare;
 mod serve;
 mod stdio;
+mod stop;
 mod tls;
 #[cfg(feature = "otel")]
 mod trace;
@@ -90,7 +92,7 @@ pub use limits::{LimitedService, Limits, PluginService};
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
-pub use serve::StopReason;
+pub use stop::StopReason;
 #[cfg(feature = "otel")]
 pub use trace::{TraceContextLayer, TraceContextService};
 pub use versions::ServiceSet;

@@ -1,41 +1,36 @@
-//! Serving: binding, the built-in services, the handshake line, and the stop
-//! sequence.
+//! Serving, as phases after `prepare`: bind, build the routes (the caller's
+//! services and the built-in ones), start the gRPC server, announce it, wait for a
+//! stop, drain. From the bind on, the listener owns the socket: any failure drops
+//! it, which removes the socket (and its private directory).
 
 use std::future::Future;
-use std::io::Write;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rpcplugin_core::{Error, ErrorKind, Result};
-use rpcplugin_handshake::HandshakeLine;
 use rpcplugin_proto::health::v1::health_server::HealthServer;
 use rpcplugin_proto::plugin::grpc_controller_server::GrpcControllerServer;
 use rpcplugin_proto::plugin::grpc_stdio_server::GrpcStdioServer;
-use tokio::sync::{mpsc, watch};
+use rpcplugin_transport::rustls::ServerConfig;
+use rpcplugin_transport::{Listener, MuxRouter};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::service::RoutesBuilder;
 
 #[cfg(feature = "otel")]
 use crate::TraceContextLayer;
 use crate::prepare::Prepared;
-use crate::{controller, health, incoming, mux, stdio};
+use crate::stop::spawn_stop_sources;
+use crate::{StopReason, controller, health, incoming, mux, stdio};
 
-/// Why the server stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StopReason {
-    /// The host called `plugin.GRPCController/Shutdown`.
-    ShutdownRpc,
-    /// SIGTERM (or SIGINT when not ignored).
-    Signal,
-    /// The host process is gone (this process was re-parented).
-    HostGone,
-    /// The future given to [`Builder::serve_with_shutdown`](crate::Builder::serve_with_shutdown) completed.
-    Requested,
-}
+/// The running gRPC server. Boxed, not stack-pinned, so that dropping it really
+/// ends it.
+type ServerFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<(), tonic::transport::Error>> + Send>>;
 
 impl Prepared {
+    /// Serves until a stop, then drains; returns why it stopped.
     pub(crate) async fn run(
-        self,
+        mut self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<StopReason> {
         let listener = Arc::new(self.transport.bind().await?);
@@ -45,65 +40,26 @@ impl Prepared {
 
         let (stop_tx, mut stop_rx) = mpsc::channel::<StopReason>(4);
         let (serving_tx, serving_rx) = watch::channel(true);
-
-        let mut routes = RoutesBuilder::default();
-        for add in self.services {
-            add(self.limits, &mut routes);
-        }
-        routes.add_service(
-            HealthServer::new(health::HealthService::new(self.service_names, serving_rx))
-                .max_decoding_message_size(self.limits.max_receive_message_size),
-        );
-        routes.add_service(GrpcControllerServer::new(controller::Controller {
-            stop: stop_tx.clone(),
-        }));
         let stdio_hub = stdio::Hub::new();
-        routes.add_service(GrpcStdioServer::new(stdio::StdioService {
-            hub: stdio_hub.clone(),
-        }));
-        routes.add_service(self.broker.service());
-        add_reflection(&mut routes, &self.reflection)?;
-
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = http2_tuned(tonic::transport::Server::builder())
-            .layer(request_layer())
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(
-                match &self.multiplex {
-                    None => futures_util::future::Either::Left(incoming::Incoming::new(
-                        listener.clone(),
-                        self.tls.as_ref().map(|t| t.config.clone()),
-                    )),
-                    Some(router) => futures_util::future::Either::Right(mux::main_incoming(
-                        listener.clone(),
-                        self.tls.as_ref().map(|t| t.config.clone()),
-                        router.clone(),
-                    )),
-                },
-                async {
-                    let _ = shutdown_rx.await;
-                },
-            );
-        // Boxed, not stack-pinned, so that dropping it below really ends it.
-        let mut server = Box::pin(server);
+        let routes = self.routes(stop_tx.clone(), serving_rx, stdio_hub.clone())?;
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let mut server = grpc_server(
+            routes,
+            listener.clone(),
+            self.tls.as_ref().map(|t| t.config.clone()),
+            self.multiplex.clone(),
+            shutdown_rx,
+        );
 
         // The socket is listening, so the host's connect succeeds from now on; poll
         // the server once so it is accepting before the host reads the line.
-        let mut line =
-            HandshakeLine::new(self.app_version, endpoint).with_multiplex(self.multiplex.is_some());
-        if let Some(tls) = &self.tls {
-            line = line.with_server_cert(tls.announced.to_vec());
-        }
+        let line = self.handshake_line(endpoint);
         tokio::select! {
             biased;
             result = &mut server => return server_result(result).map(|_| StopReason::Requested),
             _ = std::future::ready(()) => {}
         }
-        if self.debug {
-            print_reattach(&line)?;
-        } else {
-            print_handshake(&line)?;
-        }
+        self.announce(&line)?;
         // Nothing but the handshake may reach the host's stdout pipe. A debug-mode
         // plugin runs in a person's terminal: its output stays there.
         let capture = (!self.debug).then(|| stdio::Capture::start(stdio_hub, self.capture_stderr));
@@ -126,13 +82,53 @@ impl Prepared {
         // Inside a caller's runtime the watcher would otherwise poll forever.
         stop_sources.abort();
         tracing::debug!(?reason, "plugin stopping");
+        self.drain(capture, serving_tx, shutdown_tx, server, listener)
+            .await;
+        Ok(reason)
+    }
+
+    /// The caller's services (with their limits) and the built-in ones: health,
+    /// controller, stdio, broker, reflection.
+    fn routes(
+        &mut self,
+        stop: mpsc::Sender<StopReason>,
+        serving: watch::Receiver<bool>,
+        stdio_hub: Arc<stdio::Hub>,
+    ) -> Result<RoutesBuilder> {
+        let mut routes = RoutesBuilder::default();
+        for add in std::mem::take(&mut self.services) {
+            add(self.limits, &mut routes);
+        }
+        let names = std::mem::take(&mut self.service_names);
+        routes.add_service(
+            HealthServer::new(health::HealthService::new(names, serving))
+                .max_decoding_message_size(self.limits.max_receive_message_size),
+        );
+        routes.add_service(GrpcControllerServer::new(controller::Controller { stop }));
+        routes.add_service(GrpcStdioServer::new(stdio::StdioService { hub: stdio_hub }));
+        routes.add_service(self.broker.service());
+        add_reflection(&mut routes, &self.reflection)?;
+        Ok(routes)
+    }
+
+    /// Drain: ends the stdio streams, reports NOT_SERVING, closes the broker, lets
+    /// in-flight calls finish within the drain timeout, then closes connections
+    /// and removes the socket.
+    async fn drain(
+        &self,
+        capture: Option<stdio::Capture>,
+        serving: watch::Sender<bool>,
+        shutdown: oneshot::Sender<()>,
+        mut server: ServerFuture,
+        listener: Arc<Listener>,
+    ) {
         // Ends the StreamStdio calls, which would otherwise hold up the drain.
         if let Some(capture) = capture {
             capture.stop().await;
         }
-        let _ = serving_tx.send(false);
+        let _ = serving.send(false);
         self.broker.close();
-        let _ = shutdown_tx.send(());
+        let _ = shutdown.send(());
         if tokio::time::timeout(self.drain_timeout, &mut server)
             .await
             .is_err()
@@ -152,8 +148,32 @@ impl Prepared {
         {
             tracing::warn!(error = %err, "cannot remove the plugin socket");
         }
-        Ok(reason)
     }
+}
+
+/// The gRPC server over the listener's connections (TLS when served; streams of
+/// the yamux session when multiplexed), until `shutdown`.
+fn grpc_server(
+    routes: RoutesBuilder,
+    listener: Arc<Listener>,
+    tls: Option<Arc<ServerConfig>>,
+    multiplex: Option<Arc<MuxRouter>>,
+    shutdown: oneshot::Receiver<()>,
+) -> ServerFuture {
+    let incoming = match multiplex {
+        None => futures_util::future::Either::Left(incoming::Incoming::new(listener, tls)),
+        Some(router) => {
+            futures_util::future::Either::Right(mux::main_incoming(listener, tls, router))
+        }
+    };
+    Box::pin(
+        http2_tuned(tonic::transport::Server::builder())
+            .layer(request_layer())
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = shutdown.await;
+            }),
+    )
 }
 
 /// What every request goes through: the host's trace context (feature `otel`).
@@ -188,54 +208,6 @@ fn server_result(result: std::result::Result<(), tonic::transport::Error>) -> Re
     })
 }
 
-/// Debug mode: the reattach JSON on stdout (one line, flushed), and for the person
-/// who started the plugin, how to use it on stderr.
-fn print_reattach(line: &HandshakeLine) -> Result<()> {
-    let mut config = rpcplugin_handshake::ReattachConfig::new(
-        line.app_version,
-        line.endpoint.clone(),
-        std::process::id(),
-    );
-    if let Some(der) = &line.server_cert {
-        config = config.with_server_cert(der.clone());
-    }
-    let json = config.to_json();
-    eprintln!(
-        "plugin serving in debug mode at {} (app protocol version {}); a host attaches with \
-         this reattach information (printed on stdout):\n  {json}\nStop it with Ctrl-C or SIGTERM.",
-        line.endpoint, line.app_version
-    );
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{json}")
-        .and_then(|()| stdout.flush())
-        .map_err(|err| {
-            Error::new(
-                ErrorKind::Handshake,
-                "handshake.write",
-                "cannot write the reattach information to stdout",
-            )
-            .with_source(err)
-        })
-}
-
-/// Writes the handshake line and flushes: go-plugin hosts read exactly one line.
-fn print_handshake(line: &HandshakeLine) -> Result<()> {
-    let text = line.encode();
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(|err| {
-            Error::new(
-                ErrorKind::Handshake,
-                "handshake.write",
-                "cannot write the handshake line to stdout",
-            )
-            .with_source(err)
-            .with_hint("the host closed the plugin's stdout; it probably gave up on the plugin")
-        })
-}
-
 fn add_reflection(routes: &mut RoutesBuilder, extra: &[&'static [u8]]) -> Result<()> {
     let mut v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rpcplugin_proto::FILE_DESCRIPTOR_SET);
@@ -257,54 +229,4 @@ fn add_reflection(routes: &mut RoutesBuilder, extra: &[&'static [u8]]) -> Result
     routes.add_service(v1.build_v1().map_err(reflection_error)?);
     routes.add_service(v1alpha.build_v1alpha().map_err(reflection_error)?);
     Ok(())
-}
-
-/// SIGTERM, SIGINT (unless ignored), the host going away, and the caller's signal
-/// all end in the same stop channel.
-fn spawn_stop_sources(
-    stop: mpsc::Sender<StopReason>,
-    ignore_sigint: bool,
-    watch_parent: bool,
-    signal: impl Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{SignalKind, signal as unix_signal};
-    let signal_error = |err: std::io::Error| {
-        Error::new(
-            ErrorKind::Process,
-            "process.signal",
-            "cannot install signal handlers",
-        )
-        .with_source(err)
-    };
-    let mut term = unix_signal(SignalKind::terminate()).map_err(signal_error)?;
-    let mut int = unix_signal(SignalKind::interrupt()).map_err(signal_error)?;
-    let parent = std::os::unix::process::parent_id();
-    Ok(tokio::spawn(async move {
-        let mut interrupts = 0u32;
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let mut signal = std::pin::pin!(signal);
-        let reason = loop {
-            tokio::select! {
-                _ = term.recv() => break StopReason::Signal,
-                _ = int.recv() => {
-                    if !ignore_sigint {
-                        break StopReason::Signal;
-                    }
-                    // A terminal's Ctrl-C reaches the whole process group; the host
-                    // decides how its plugins stop (as go-plugin does).
-                    interrupts += 1;
-                    tracing::debug!(count = interrupts, "plugin received interrupt signal, ignoring");
-                }
-                _ = tick.tick() => {
-                    // Re-parented: the host died without stopping us. Never on PID 1
-                    // parents (a container's init started us on purpose).
-                    if watch_parent && parent != 1 && std::os::unix::process::parent_id() != parent {
-                        break StopReason::HostGone;
-                    }
-                }
-                () = &mut signal => break StopReason::Requested,
-            }
-        };
-        let _ = stop.send(reason).await;
-    }))
 }
