@@ -9,7 +9,9 @@ use rpcplugin_config::Environment;
 use rpcplugin_core::Result;
 use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
 
-use crate::{PluginClient, ResourceLimits, StdioSink, stdio, tls};
+use rpcplugin_crypto::TlsConfig;
+
+use crate::{PluginClient, ResourceLimits, StdioSink, stdio};
 
 /// Configures and starts a plugin. See the [crate docs](crate).
 ///
@@ -29,7 +31,7 @@ pub struct Builder {
     pub(crate) handshake_timeout: Option<Duration>,
     pub(crate) shutdown_grace: Option<Duration>,
     pub(crate) environment: Option<Environment>,
-    pub(crate) tls: tls::TlsOptions,
+    pub(crate) tls: TlsConfig,
     pub(crate) checksum: Option<Sha256>,
     pub(crate) limits: ResourceLimits,
     pub(crate) config_file: Option<PathBuf>,
@@ -52,7 +54,7 @@ impl Builder {
             handshake_timeout: None,
             shutdown_grace: None,
             environment: None,
-            tls: tls::TlsOptions::default(),
+            tls: TlsConfig::new(),
             checksum: None,
             limits: ResourceLimits::default(),
             config_file: None,
@@ -127,6 +129,36 @@ impl Builder {
         self
     }
 
+    /// The host's TLS, all at once: what it presents, which plugin certificates it
+    /// trusts, AutoMTLS or not ([`TlsConfig`]). Replaces what [`auto_mtls`],
+    /// [`auto_mtls_key`], [`identity`] and [`server_ca_roots`] set before; each of
+    /// those changes its one part of this value.
+    ///
+    /// ```no_run
+    /// use rpcplugin_client::{CertificateDer, Identity, PluginClient, TlsConfig};
+    ///
+    /// # async fn example(host: Identity, plugins_ca: CertificateDer<'static>)
+    /// # -> rpcplugin_client::Result<()> {
+    /// // A host certificate from the plugins' CA, and plugin certificates of that CA.
+    /// let tls = TlsConfig::new().identity(host).ca_roots([plugins_ca]);
+    /// let plugin = PluginClient::builder("./kv_plugin")
+    ///     .handshake("BASIC_PLUGIN", "hello")
+    ///     .tls(tls)
+    ///     .start()
+    ///     .await?;
+    /// # plugin.stop().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`auto_mtls`]: Self::auto_mtls
+    /// [`auto_mtls_key`]: Self::auto_mtls_key
+    /// [`identity`]: Self::identity
+    /// [`server_ca_roots`]: Self::server_ca_roots
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = config;
+        self
+    }
+
     /// AutoMTLS (default: `PLUGIN_AUTO_MTLS`, else on): the host makes a throw-away
     /// certificate, passes it to the plugin in `PLUGIN_CLIENT_CERT`, and accepts only
     /// the certificate the plugin announces in its handshake. With it on, a plugin
@@ -134,14 +166,14 @@ impl Builder {
     /// used. `false` is plaintext, for plugins that cannot serve TLS: anyone who
     /// can reach the plugin's socket can then call it.
     pub fn auto_mtls(mut self, enabled: bool) -> Self {
-        self.tls.auto_mtls = Some(enabled);
+        self.tls = self.tls.auto_mtls(enabled);
         self
     }
 
     /// The key type of the host's AutoMTLS certificate (default ECDSA P-256;
     /// go-plugin hosts use P-521).
     pub fn auto_mtls_key(mut self, algorithm: KeyAlgorithm) -> Self {
-        self.tls.key_algorithm = algorithm;
+        self.tls = self.tls.auto_mtls_key(algorithm);
         self
     }
 
@@ -149,7 +181,7 @@ impl Builder {
     /// `PLUGIN_CLIENT_CERT` with `PLUGIN_CLIENT_KEY` in the host's environment). Its
     /// certificate is still sent to the plugin in `PLUGIN_CLIENT_CERT`; the key never is.
     pub fn identity(mut self, identity: Identity) -> Self {
-        self.tls.identity = Some(identity);
+        self.tls = self.tls.identity(identity);
         self
     }
 
@@ -161,7 +193,7 @@ impl Builder {
         mut self,
         roots: impl IntoIterator<Item = CertificateDer<'static>>,
     ) -> Self {
-        self.tls.server_roots = Some(roots.into_iter().collect());
+        self.tls = self.tls.ca_roots(roots);
         self
     }
 

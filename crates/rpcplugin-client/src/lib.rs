@@ -76,7 +76,7 @@ pub use reattach::AttachBuilder;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
 pub use rpcplugin_config::{Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
-pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
+pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256, TlsConfig};
 pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
 /// Sets glibc's allocator thresholds for a process that streams messages: a host
 /// calls it once in `main` to get the streaming figures of docs/performance.md on its

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rpcplugin_config::{Environment, Settings};
 use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
-use rpcplugin_crypto::{CertificateDer, Identity};
+use rpcplugin_crypto::{CertificateDer, Identity, TlsConfig};
 use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
 
 use rpcplugin_transport::Transport;
@@ -26,7 +26,7 @@ pub struct AttachBuilder {
     name: Option<String>,
     versions: Vec<u32>,
     environment: Option<Environment>,
-    tls: tls::TlsOptions,
+    tls: TlsConfig,
     broker_dial_timeout: Option<Duration>,
 }
 
@@ -53,7 +53,7 @@ impl PluginClient {
             name: None,
             versions: vec![1],
             environment: None,
-            tls: tls::TlsOptions::default(),
+            tls: TlsConfig::new(),
             broker_dial_timeout: None,
         }
     }
@@ -79,11 +79,21 @@ impl AttachBuilder {
         self
     }
 
+    /// The host's TLS, all at once ([`TlsConfig`]), as [`Builder::tls`](crate::Builder::tls)
+    /// takes it; replaces what [`identity`](Self::identity) and
+    /// [`server_ca_roots`](Self::server_ca_roots) set before. AutoMTLS is never
+    /// used for an attach (it needs a plugin this host starts): only a configured
+    /// certificate reaches a running plugin that serves TLS.
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = config;
+        self
+    }
+
     /// The certificate this host presents to a plugin that serves TLS (default:
     /// `PLUGIN_CLIENT_CERT` and `PLUGIN_CLIENT_KEY`). A debug-mode plugin with
     /// configured TLS requires one issued by its `PLUGIN_CLIENT_ROOT_CERTS`.
     pub fn identity(mut self, identity: Identity) -> Self {
-        self.tls.identity = Some(identity);
+        self.tls = self.tls.identity(identity);
         self
     }
 
@@ -93,7 +103,7 @@ impl AttachBuilder {
         mut self,
         roots: impl IntoIterator<Item = CertificateDer<'static>>,
     ) -> Self {
-        self.tls.server_roots = Some(roots.into_iter().collect());
+        self.tls = self.tls.ca_roots(roots);
         self
     }
 
@@ -125,9 +135,7 @@ impl AttachBuilder {
         let line = announced_line(&name, &config, &self.versions)?;
         // AutoMTLS needs a plugin this host starts: only configured certificates
         // can reach a plugin that is already running.
-        let mut options = self.tls;
-        options.auto_mtls = Some(false);
-        let host_tls = options.resolve(&settings)?;
+        let host_tls = tls::resolve(&self.tls.auto_mtls(false), &settings)?;
         let server_cert = config.server_cert.as_deref();
         let dial = host_tls
             .dial(&name, server_cert, &config.endpoint)

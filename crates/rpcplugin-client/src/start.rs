@@ -20,7 +20,7 @@ use tokio::process::Command;
 
 use crate::spawned::Spawned;
 use crate::tls::HostTls;
-use crate::{Builder, PluginClient, connect, handshake, launch};
+use crate::{Builder, PluginClient, connect, handshake, launch, tls};
 
 /// [`Builder::start`]: the phases in order.
 pub(crate) async fn start(builder: Builder) -> Result<PluginClient> {
@@ -84,7 +84,7 @@ impl Resolved {
             )
             .with_hint("call .protocol_versions([1]) on the client builder"));
         }
-        let host_tls = builder.tls.clone().resolve(&settings)?;
+        let host_tls = tls::resolve(&builder.tls, &settings)?;
         Ok(Self {
             cookie: MagicCookie::new(key, value)?,
             handshake_timeout: builder

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use rpcplugin_config::Environment;
 use rpcplugin_core::{Network, Result};
-use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
+use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, TlsConfig};
 
-use crate::{AddService, GrpcBroker, Limits, PluginService, ServiceSet, StopReason, tls};
+use crate::{AddService, GrpcBroker, Limits, PluginService, ServiceSet, StopReason};
 
 /// The plugin server. Start with [`PluginServer::builder`].
 #[derive(Debug)]
@@ -37,7 +37,7 @@ pub struct Builder {
     pub(crate) max_send: Option<usize>,
     pub(crate) drain_timeout: Option<Duration>,
     pub(crate) environment: Option<Environment>,
-    pub(crate) tls: tls::TlsOptions,
+    pub(crate) tls: TlsConfig,
     pub(crate) config_file: Option<std::path::PathBuf>,
     pub(crate) capture_stderr: bool,
     pub(crate) broker: GrpcBroker,
@@ -53,8 +53,7 @@ impl fmt::Debug for Builder {
             .field("versioned", &self.versioned)
             .field("services", &self.service_names)
             .field("transports", &self.transports)
-            .field("auto_mtls", &self.tls.auto_mtls)
-            .field("identity", &self.tls.identity)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -143,19 +142,46 @@ impl Builder {
         self
     }
 
+    /// The plugin's TLS, all at once: what it presents, which host certificates it
+    /// trusts, AutoMTLS or not ([`TlsConfig`]), as a host's builder takes it.
+    /// Replaces what [`auto_mtls`], [`auto_mtls_key`], [`identity`] and
+    /// [`client_ca_roots`] set before; each of those changes its one part of this
+    /// value. The table in docs/security.md says what is then served.
+    ///
+    /// ```no_run
+    /// use rpcplugin_server::{CertificateDer, Identity, PluginServer, TlsConfig};
+    ///
+    /// # fn example(plugin: Identity, hosts_ca: CertificateDer<'static>) -> std::process::ExitCode {
+    /// // A plugin certificate from a CA, and only hosts with a certificate of that CA.
+    /// PluginServer::builder()
+    ///     .handshake("BASIC_PLUGIN", "hello")
+    ///     .tls(TlsConfig::new().identity(plugin).ca_roots([hosts_ca]))
+    ///     .run()
+    /// # }
+    /// ```
+    ///
+    /// [`auto_mtls`]: Self::auto_mtls
+    /// [`auto_mtls_key`]: Self::auto_mtls_key
+    /// [`identity`]: Self::identity
+    /// [`client_ca_roots`]: Self::client_ca_roots
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = config;
+        self
+    }
+
     /// Whether to serve mutual TLS when the host asks for it by sending its
     /// certificate in `PLUGIN_CLIENT_CERT` (default: `PLUGIN_AUTO_MTLS`, else true).
     /// Turned off, the plugin serves plaintext to such a host, which an rpcplugin or
     /// go-plugin host then refuses: leave it on unless you test exactly that.
     pub fn auto_mtls(mut self, enabled: bool) -> Self {
-        self.tls.auto_mtls = Some(enabled);
+        self.tls = self.tls.auto_mtls(enabled);
         self
     }
 
     /// The key type of the certificate generated for AutoMTLS (default ECDSA
     /// P-256, which every peer's TLS stack accepts; go-plugin's own is P-521).
     pub fn auto_mtls_key(mut self, algorithm: KeyAlgorithm) -> Self {
-        self.tls.key_algorithm = algorithm;
+        self.tls = self.tls.auto_mtls_key(algorithm);
         self
     }
 
@@ -164,7 +190,7 @@ impl Builder {
     /// verified against [`Builder::client_ca_roots`], or, without roots, must
     /// present exactly the certificate they sent in `PLUGIN_CLIENT_CERT`.
     pub fn identity(mut self, identity: Identity) -> Self {
-        self.tls.identity = Some(identity);
+        self.tls = self.tls.identity(identity);
         self
     }
 
@@ -175,7 +201,7 @@ impl Builder {
         mut self,
         roots: impl IntoIterator<Item = CertificateDer<'static>>,
     ) -> Self {
-        self.tls.client_roots = Some(roots.into_iter().collect());
+        self.tls = self.tls.ca_roots(roots);
         self
     }
 

@@ -91,7 +91,7 @@ pub use builder::{Builder, PluginServer};
 pub use limits::{LimitedService, Limits, PluginService};
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Error, ErrorKind, Result};
-pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
+pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, TlsConfig};
 pub use stop::StopReason;
 #[cfg(feature = "otel")]
 pub use trace::{TraceContextLayer, TraceContextService};

@@ -27,8 +27,7 @@ impl Builder {
         } else {
             received_env(self.cookie.take(), &settings, &env)?
         };
-        let tls = std::mem::take(&mut self.tls)
-            .resolve(&settings, received.client_cert_pem.as_deref())?;
+        let tls = tls::resolve(&self.tls, &settings, received.client_cert_pem.as_deref())?;
         let served =
             versions::served_versions(self.versions.as_deref(), self.versioned.keys().copied());
         let negotiated = negotiate(&served, &received, self.debug)?;
