@@ -327,35 +327,10 @@ impl Run {
                 // A failed start.
                 None => true,
             };
-            let restart = match self.options.policy {
-                RestartPolicy::Never => false,
-                RestartPolicy::OnFailure => failure,
-                RestartPolicy::Always => true,
-            };
-            if !restart {
-                self.give_up(format!(
-                    "restart policy {:?} does not restart after {}",
-                    self.options.policy,
-                    if failure { "a failure" } else { "a clean exit" }
-                ));
+            if let Err(reason) = self.may_restart(failure, &mut recent, Instant::now()) {
+                self.give_up(reason);
                 return;
             }
-            let now = Instant::now();
-            while recent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > self.options.crash_loop_window)
-            {
-                recent.pop_front();
-            }
-            if recent.len() >= self.options.max_restarts as usize {
-                self.give_up(format!(
-                    "crash loop: {} restarts within {:?}",
-                    recent.len(),
-                    self.options.crash_loop_window
-                ));
-                return;
-            }
-            recent.push_back(now);
             restarts += 1;
             let delay = self.backoff(restarts);
             let _ = self.events.send(SupervisorEvent::Restarting {
@@ -449,6 +424,43 @@ impl Run {
         *self.target.write().unwrap_or_else(|e| e.into_inner()) = target;
     }
 
+    /// Whether the policy and the crash-loop limit allow another restart at `now`
+    /// (recorded in `recent`), or why not.
+    fn may_restart(
+        &self,
+        failure: bool,
+        recent: &mut VecDeque<Instant>,
+        now: Instant,
+    ) -> std::result::Result<(), String> {
+        let restart = match self.options.policy {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => failure,
+            RestartPolicy::Always => true,
+        };
+        if !restart {
+            return Err(format!(
+                "restart policy {:?} does not restart after {}",
+                self.options.policy,
+                if failure { "a failure" } else { "a clean exit" }
+            ));
+        }
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.options.crash_loop_window)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= self.options.max_restarts as usize {
+            return Err(format!(
+                "crash loop: {} restarts within {:?}",
+                recent.len(),
+                self.options.crash_loop_window
+            ));
+        }
+        recent.push_back(now);
+        Ok(())
+    }
+
     fn give_up(&self, reason: String) {
         tracing::warn!(%reason, "no more restarts of the plugin");
         let _ = self.pid.send(None);
@@ -536,5 +548,28 @@ mod tests {
                 .health_interval
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_policy_and_the_crash_loop_limit_decide_a_restart() {
+        let never = run(SupervisorOptions::new(RestartPolicy::Never));
+        let mut recent = VecDeque::new();
+        let now = Instant::now();
+        let why = never.may_restart(true, &mut recent, now).unwrap_err();
+        assert!(why.contains("Never"), "{why}");
+        let on_failure = run(SupervisorOptions::new(RestartPolicy::OnFailure));
+        assert!(on_failure.may_restart(false, &mut recent, now).is_err());
+        assert!(on_failure.may_restart(true, &mut recent, now).is_ok());
+
+        let limited = run(SupervisorOptions::new(RestartPolicy::Always)
+            .crash_loop_limit(2, Duration::from_secs(10)));
+        let mut recent = VecDeque::new();
+        assert!(limited.may_restart(false, &mut recent, now).is_ok());
+        assert!(limited.may_restart(true, &mut recent, now).is_ok());
+        let why = limited.may_restart(true, &mut recent, now).unwrap_err();
+        assert!(why.starts_with("crash loop: 2 restarts"), "{why}");
+        // Outside the window the old restarts no longer count.
+        let later = now + Duration::from_secs(11);
+        assert!(limited.may_restart(true, &mut recent, later).is_ok());
     }
 }
