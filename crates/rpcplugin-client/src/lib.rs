@@ -44,10 +44,11 @@
 //!   current span's W3C trace context (`traceparent`, `tracestate`) with each call,
 //!   read through `tracing-opentelemetry`, so that one trace covers host and plugin.
 
-// `GrpcBroker::detached` lost its last caller when the start stopped building a
-// client with placeholder values; it goes with the broker's rewrite into one
-// crate (issue 13), which owns that file.
-#[allow(dead_code)]
+#[expect(
+    dead_code,
+    reason = "GrpcBroker::detached lost its last caller when the start stopped building a \
+              client with placeholder values; it goes with the broker's rewrite (issue 13)"
+)]
 mod broker;
 mod builder;
 mod connect;

@@ -12,7 +12,7 @@ use rpcplugin_config::Settings;
 use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 use rpcplugin_crypto::{
     CertificateDer, CertificateInfo, Identity, Role, TlsConfig, client_config_ca,
-    client_config_pinned, load_certificates, server_config_ca, server_config_pinned,
+    client_config_pinned, server_config_ca, server_config_pinned,
 };
 use rpcplugin_transport::TlsFailure;
 use rpcplugin_transport::rustls::pki_types::ServerName;
@@ -41,22 +41,15 @@ pub(crate) struct Dial {
 /// Decides the host's TLS for one launch or attach: what `config` sets, else the
 /// settings; a generated certificate when AutoMTLS is on and none is configured.
 pub(crate) fn resolve(config: &TlsConfig, settings: &Settings) -> Result<HostTls> {
-    let identity = match config.configured_identity() {
-        Some(identity) => {
-            // Refused here, before any process starts, rather than by the peer.
-            identity.check_dates("the host's certificate (given to .identity())")?;
-            Some(identity.clone())
-        }
-        None => identity_from_settings(settings)?,
-    };
-    let roots = match config.configured_ca_roots() {
-        Some(roots) => Some(roots.to_vec()),
-        None => settings
-            .server_root_certs
-            .as_deref()
-            .map(|value| load_certificates(value, "PLUGIN_SERVER_ROOT_CERTS"))
-            .transpose()?,
-    };
+    // A configured certificate is refused here, before anything starts, rather
+    // than by the peer.
+    let identity = config.identity_or("the host's certificate (given to .identity())", || {
+        identity_from_settings(settings)
+    })?;
+    let roots = config.ca_roots_or(
+        settings.server_root_certs.as_deref(),
+        "PLUGIN_SERVER_ROOT_CERTS",
+    )?;
     let auto_mtls = config.configured_auto_mtls().unwrap_or(settings.auto_mtls);
     let identity = match identity {
         Some(identity) => identity,

@@ -1,9 +1,11 @@
 //! [`TlsConfig`]: one side's TLS choices, as given in code, for any builder.
 
+use rpcplugin_core::Result;
 use rustls_pki_types::CertificateDer;
 
 use crate::generate::KeyAlgorithm;
 use crate::identity::Identity;
+use crate::load::load_certificates;
 
 /// One side's TLS configuration: what it presents, what it trusts, and whether
 /// AutoMTLS may make a throw-away certificate.
@@ -115,6 +117,46 @@ impl TlsConfig {
     pub fn configured_ca_roots(&self) -> Option<&[CertificateDer<'static>]> {
         self.ca_roots.as_deref()
     }
+    /// The identity a side presents: the one set here, its dates checked now so
+    /// that a bad certificate is refused before anything starts (`whose` names it
+    /// in the error), else what `from_settings` loads.
+    ///
+    /// # Errors
+    ///
+    /// `crypto.cert_expired`, `crypto.cert_not_yet_valid`, or `from_settings`'s.
+    pub fn identity_or(
+        &self,
+        whose: &str,
+        from_settings: impl FnOnce() -> Result<Option<Identity>>,
+    ) -> Result<Option<Identity>> {
+        match &self.identity {
+            Some(identity) => {
+                identity.check_dates(whose)?;
+                Ok(Some(identity.clone()))
+            }
+            None => from_settings(),
+        }
+    }
+
+    /// The CA roots a side trusts: those set here, else the certificates of
+    /// `setting` (a path, `file://` URI or inline PEM, as the `*_ROOT_CERTS`
+    /// variables take), loaded with errors naming `variable`.
+    ///
+    /// # Errors
+    ///
+    /// What [`load_certificates`] says of `setting`.
+    pub fn ca_roots_or(
+        &self,
+        setting: Option<&str>,
+        variable: &str,
+    ) -> Result<Option<Vec<CertificateDer<'static>>>> {
+        match &self.ca_roots {
+            Some(roots) => Ok(Some(roots.clone())),
+            None => setting
+                .map(|value| load_certificates(value, variable))
+                .transpose(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +199,50 @@ mod tests {
         // from it (crypto.no_roots), not silently read as "use the settings".
         let config = TlsConfig::new().ca_roots([]);
         assert_eq!(config.configured_ca_roots(), Some(&[][..]));
+    }
+
+    #[test]
+    fn a_configured_identity_is_checked_and_wins_over_the_settings() {
+        use crate::generate::CertOptions;
+        let day = std::time::Duration::from_secs(86_400);
+        let expired = CertOptions::new(KeyAlgorithm::default())
+            .not_before(std::time::SystemTime::now() - 30 * day)
+            .validity(day);
+        let expired = Identity::self_signed_with(Role::Server, &expired).unwrap();
+        let config = TlsConfig::new().identity(expired);
+        let err = config
+            .identity_or("the plugin's certificate", || unreachable!("not consulted"))
+            .unwrap_err();
+        assert_eq!(err.code(), "crypto.cert_expired");
+        assert!(
+            err.to_string().contains("the plugin's certificate"),
+            "{err}"
+        );
+
+        let from_settings = Identity::self_signed(KeyAlgorithm::default(), Role::Server).unwrap();
+        let unset = TlsConfig::new()
+            .identity_or("x", || Ok(Some(from_settings.clone())))
+            .unwrap();
+        assert_eq!(unset.unwrap().cert_der(), from_settings.cert_der());
+    }
+
+    #[test]
+    fn roots_set_here_win_over_the_setting_which_is_loaded_otherwise() {
+        let ca = Identity::self_signed(KeyAlgorithm::default(), Role::Server).unwrap();
+        let pem = ca.cert_pem();
+        let loaded = TlsConfig::new()
+            .ca_roots_or(Some(&pem), "PLUGIN_CLIENT_ROOT_CERTS")
+            .unwrap();
+        assert_eq!(loaded, Some(vec![ca.cert_der().clone()]));
+        let err = TlsConfig::new()
+            .ca_roots_or(Some("not pem"), "PLUGIN_CLIENT_ROOT_CERTS")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("PLUGIN_CLIENT_ROOT_CERTS"),
+            "{err}"
+        );
+        let set = TlsConfig::new().ca_roots([]);
+        assert_eq!(set.ca_roots_or(Some("not pem"), "X").unwrap(), Some(vec![]));
+        assert_eq!(TlsConfig::new().ca_roots_or(None, "X").unwrap(), None);
     }
 }

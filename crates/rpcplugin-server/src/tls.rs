@@ -38,22 +38,15 @@ pub(crate) fn resolve(
     settings: &Settings,
     host_cert_pem: Option<&str>,
 ) -> Result<Option<ServerTls>> {
-    let identity = match config.configured_identity() {
-        Some(identity) => {
-            // Refused here, before any process starts, rather than by the peer.
-            identity.check_dates("the plugin's certificate (given to .identity())")?;
-            Some(identity.clone())
-        }
-        None => identity_from_settings(settings)?,
-    };
-    let roots = match config.configured_ca_roots() {
-        Some(roots) => Some(roots.to_vec()),
-        None => settings
-            .client_root_certs
-            .as_deref()
-            .map(|value| load_certificates(value, "PLUGIN_CLIENT_ROOT_CERTS"))
-            .transpose()?,
-    };
+    // A configured certificate is refused here, before anything starts, rather
+    // than by the peer.
+    let identity = config.identity_or("the plugin's certificate (given to .identity())", || {
+        identity_from_settings(settings)
+    })?;
+    let roots = config.ca_roots_or(
+        settings.client_root_certs.as_deref(),
+        "PLUGIN_CLIENT_ROOT_CERTS",
+    )?;
     let auto_mtls = config.configured_auto_mtls().unwrap_or(settings.auto_mtls);
     let host_cert = match host_cert_pem {
         // The host's certificate is checked as strictly as a configured one:
