@@ -30,7 +30,6 @@ pub struct PluginClient {
     pub(crate) stderr_task: Option<JoinHandle<()>>,
     pub(crate) stdout_task: Option<JoinHandle<()>>,
     pub(crate) stdio_task: Option<JoinHandle<()>>,
-    pub(crate) tls: bool,
     pub(crate) target: Target,
     pub(crate) broker: GrpcBroker,
     pub(crate) attached: bool,
@@ -84,7 +83,7 @@ impl PluginClient {
 
     /// Whether the connection runs mutual TLS.
     pub fn is_tls(&self) -> bool {
-        self.tls
+        self.target.dial.is_some()
     }
 
     /// The broker for bidirectional plugins: serve services to the plugin under

@@ -162,8 +162,7 @@ impl AttachBuilder {
         let channel = connect::open_channel(&name, &target).await?;
         connect::check_health(&name, &channel, &target).await?;
         let broker = GrpcBroker::start(channel.clone(), ready, &name);
-        let tls = target.dial.is_some();
-        tracing::debug!(plugin = %name, pid = config.pid, endpoint = %config.endpoint, tls, "attached to a running plugin");
+        tracing::debug!(plugin = %name, pid = config.pid, endpoint = %config.endpoint, tls = target.dial.is_some(), "attached to a running plugin");
         Ok(PluginClient {
             name,
             pid: config.pid,
@@ -176,7 +175,6 @@ impl AttachBuilder {
             stderr_task: None,
             stdout_task: None,
             stdio_task: None,
-            tls,
             target,
             broker,
             attached: true,

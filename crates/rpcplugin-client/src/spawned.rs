@@ -181,7 +181,6 @@ impl Spawned {
             stderr_task: self.stderr_task.take(),
             stdout_task: self.stdout_task.take(),
             stdio_task: Some(stdio_task),
-            tls: connected.target.dial.is_some(),
             target: connected.target,
             broker: connected.broker,
             attached: false,
