@@ -61,7 +61,27 @@
 //! certificate and trusts exactly the other's, as go-plugin does, and a plugin that
 //! answers in plaintext is refused rather than used. Sockets are private to the user.
 //! `docs/security.md` has the threat model; [`crypto`] issues CA-based certificates
-//! for plugins that need them.
+//! for plugins that need them. Both builders take their TLS as one [`TlsConfig`]
+//! value (what the side presents, what it trusts, AutoMTLS or not):
+//!
+//! ```no_run
+//! use rpcplugin::TlsConfig;
+//! use rpcplugin::crypto::{CertificateAuthority, KeyAlgorithm, Role};
+//!
+//! # async fn host() -> Result<(), Box<dyn std::error::Error>> {
+//! // In practice the CA lives elsewhere and the host loads its certificate.
+//! let ca = CertificateAuthority::generate(KeyAlgorithm::default(), "plugins ca")?;
+//! let tls = TlsConfig::new()
+//!     .identity(ca.issue(Role::Client, KeyAlgorithm::default())?)
+//!     .ca_roots([ca.certificate().clone()]);
+//! let plugin = rpcplugin::plugin_client("./kv_plugin")
+//!     .handshake("BASIC_PLUGIN", "hello")
+//!     .tls(tls)
+//!     .start()
+//!     .await?;
+//! # plugin.stop().await?;
+//! # Ok(()) }
+//! ```
 //!
 //! # Feature flags
 //!
@@ -72,6 +92,9 @@
 //!   the versions rpcplugin uses.
 
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result, render};
+/// One side's TLS choices (what it presents, what it trusts, AutoMTLS or not),
+/// given to a host's or a plugin's builder with `.tls(..)`.
+pub use rpcplugin_crypto::TlsConfig;
 pub use tonic;
 
 /// OpenTelemetry's API, in the version the `otel` feature uses.

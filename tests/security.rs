@@ -433,6 +433,38 @@ async fn a_host_expecting_another_ca_refuses_the_plugin() {
     assert!(hint(&err).contains("PLUGIN_SERVER_ROOT_CERTS"));
 }
 
+/// The host's TLS as one value works as the setters do, and a setter after it
+/// changes its one part only.
+#[tokio::test]
+async fn a_tls_config_value_is_what_the_setters_set() {
+    let pki = plugin_pki();
+    let host = pki.ca.issue(Role::Client, KeyAlgorithm::default()).unwrap();
+    let config = rpcplugin::TlsConfig::new()
+        .identity(host)
+        .ca_roots([pki.ca.certificate().clone()]);
+    let builder = with_vars(kv_plugin(), &pki.vars).tls(config.clone());
+    let plugin = common::within(LIMIT, "start", builder.start())
+        .await
+        .unwrap();
+    assert!(plugin.is_tls());
+    put_get(plugin.channel()).await;
+    plugin.stop().await.unwrap();
+
+    let other_ca = CertificateAuthority::generate(KeyAlgorithm::default(), "other CA").unwrap();
+    let builder = with_vars(kv_plugin(), &pki.vars)
+        .tls(config)
+        .server_ca_roots([other_ca.certificate().clone()]);
+    let err = start_err(builder).await;
+    assert_eq!(err.code(), "security.server_cert_rejected");
+
+    let plaintext = kv_plugin().tls(rpcplugin::TlsConfig::new().auto_mtls(false));
+    let plugin = common::within(LIMIT, "start", plaintext.start())
+        .await
+        .unwrap();
+    assert!(!plugin.is_tls());
+    plugin.stop().await.unwrap();
+}
+
 // ---- socket privacy: another uid cannot connect --------------------------------
 
 const NOBODY: u32 = 65534;

@@ -66,22 +66,15 @@ pub(crate) fn messages_per_call(size: usize) -> u32 {
     u32::try_from((BYTES_PER_DOWNLOAD / size).max(1)).unwrap_or(u32::MAX)
 }
 
-/// Runs the whole benchmark.
+/// Runs the whole benchmark: launch and a first call, the load over the window,
+/// then the figures.
 pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
     let builder = configure(PluginClient::builder(&opts.program), opts);
 
     let launched = Instant::now();
     let plugin = builder.start().await.map_err(Failure::Start)?;
     let workload = Workload::new(opts);
-    let mut first = BenchClient::new(plugin.channel());
-    let why = match tokio::time::timeout(FIRST_CALL_TIMEOUT, first.echo(workload.payload.clone()))
-        .await
-    {
-        Ok(Ok(_)) => None,
-        Ok(Err(status)) => Some(status.to_string()),
-        Err(_) => Some(format!("no reply within {FIRST_CALL_TIMEOUT:?}")),
-    };
-    if let Some(why) = why {
+    if let Err(why) = first_call(&plugin, &workload).await {
         let _ = plugin.stop().await;
         return Err(Failure::FirstCall(why));
     }
@@ -115,44 +108,12 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
 
     tokio::time::sleep_until(window_start.into()).await;
     let start = Snapshot::take(pid);
-    let mut total = Tally::new();
-    let give_up = deadline + STRAGGLER_GRACE;
-    for mut task in tasks {
-        match tokio::time::timeout_at(give_up.into(), &mut task).await {
-            Ok(Ok(tally)) => total.merge(tally),
-            Ok(Err(err)) => total.fail(format!("a load task ended abnormally: {err}")),
-            Err(_) => {
-                // Its counts are lost with it; the run is failed anyway.
-                task.abort();
-                total.fail(format!(
-                    "a call got no reply within {STRAGGLER_GRACE:?} after the window ended; \
-                     its task was abandoned"
-                ));
-            }
-        }
-    }
+    let total = collect(tasks, deadline + STRAGGLER_GRACE).await;
     let end = Snapshot::take(pid);
     let stop = plugin.stop().await;
     let stop_failed = stop.is_err();
     let stopped = describe_stop(stop);
-
-    let ticks = procstat::ticks_per_second();
-    let wall = end.at.duration_since(start.at);
-    let usage = |start: Option<Sample>, end: Option<Sample>| Usage {
-        rss_kb: end.map(|s| s.rss_kb),
-        cpu_pct: start
-            .zip(end)
-            .map(|(s, e)| procstat::cpu_percent(s, e, ticks, wall)),
-    };
-    let host = usage(start.host, end.host);
-    let plugin_usage = usage(start.plugin, end.plugin);
-    // Whatever else ran (other processes, the hypervisor's steal) competed for the
-    // same cores and disturbed the figures.
-    let others_cpu_pct = start.machine.zip(end.machine).map(|(s, e)| {
-        let machine = procstat::ticks_percent(s, e, ticks, wall);
-        let ours = host.cpu_pct.unwrap_or(0.0) + plugin_usage.cpu_pct.unwrap_or(0.0);
-        (machine - ours).max(0.0)
-    });
+    let (host, plugin_usage, others_cpu_pct) = usage(&start, &end);
     Ok(Report {
         mode: opts.mode,
         size: opts.size,
@@ -177,6 +138,61 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
         stopped,
         stop_failed,
     })
+}
+
+/// One Echo before the measurement: a plugin that cannot answer it is reported
+/// as such rather than as a run full of errors.
+async fn first_call(plugin: &PluginClient, workload: &Workload) -> Result<(), String> {
+    let mut first = BenchClient::new(plugin.channel());
+    match tokio::time::timeout(FIRST_CALL_TIMEOUT, first.echo(workload.payload.clone())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err(format!("no reply within {FIRST_CALL_TIMEOUT:?}")),
+    }
+}
+
+/// The load tasks' counts, merged; a task still running at `give_up` is abandoned
+/// and fails the run.
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Tally>>, give_up: Instant) -> Tally {
+    let mut total = Tally::new();
+    for mut task in tasks {
+        match tokio::time::timeout_at(give_up.into(), &mut task).await {
+            Ok(Ok(tally)) => total.merge(tally),
+            Ok(Err(err)) => total.fail(format!("a load task ended abnormally: {err}")),
+            Err(_) => {
+                // Its counts are lost with it; the run is failed anyway.
+                task.abort();
+                total.fail(format!(
+                    "a call got no reply within {STRAGGLER_GRACE:?} after the window ended; \
+                     its task was abandoned"
+                ));
+            }
+        }
+    }
+    total
+}
+
+/// The host's and the plugin's CPU and memory over the window, and the CPU that
+/// everything else took on the machine.
+fn usage(start: &Snapshot, end: &Snapshot) -> (Usage, Usage, Option<f64>) {
+    let ticks = procstat::ticks_per_second();
+    let wall = end.at.duration_since(start.at);
+    let usage = |start: Option<Sample>, end: Option<Sample>| Usage {
+        rss_kb: end.map(|s| s.rss_kb),
+        cpu_pct: start
+            .zip(end)
+            .map(|(s, e)| procstat::cpu_percent(s, e, ticks, wall)),
+    };
+    let host = usage(start.host, end.host);
+    let plugin = usage(start.plugin, end.plugin);
+    // Whatever else ran (other processes, the hypervisor's steal) competed for the
+    // same cores and disturbed the figures.
+    let others_cpu_pct = start.machine.zip(end.machine).map(|(s, e)| {
+        let machine = procstat::ticks_percent(s, e, ticks, wall);
+        let ours = host.cpu_pct.unwrap_or(0.0) + plugin.cpu_pct.unwrap_or(0.0);
+        (machine - ours).max(0.0)
+    });
+    (host, plugin, others_cpu_pct)
 }
 
 /// What every task sends, built once.

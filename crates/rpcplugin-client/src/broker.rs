@@ -39,10 +39,3 @@ pub(crate) fn start(channel: Channel, config: Config, plugin: &str) -> Driver {
     tokio::spawn(driver.pump(inbound, tx).instrument(span));
     driver
 }
-
-/// A host broker that is closed from the start (before a plugin is connected).
-pub(crate) fn detached() -> Driver {
-    let driver = Driver::new(Role::Host);
-    driver.close();
-    driver
-}

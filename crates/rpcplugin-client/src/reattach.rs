@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use rpcplugin_config::{Environment, Settings};
 use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
-use rpcplugin_crypto::{CertificateDer, Identity};
+use rpcplugin_crypto::{CertificateDer, Identity, TlsConfig};
 use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
-use tonic::transport::Channel;
 
-use crate::{PluginClient, broker, output, tls};
+use rpcplugin_transport::Transport;
+
+use crate::{Connection, PluginClient, Target, connect, output, tls};
 
 /// Configures an attach to a running plugin. Start with [`PluginClient::attach`].
 #[derive(Debug)]
@@ -25,7 +26,7 @@ pub struct AttachBuilder {
     name: Option<String>,
     versions: Vec<u32>,
     environment: Option<Environment>,
-    tls: tls::TlsOptions,
+    tls: TlsConfig,
     broker_dial_timeout: Option<Duration>,
 }
 
@@ -52,7 +53,7 @@ impl PluginClient {
             name: None,
             versions: vec![1],
             environment: None,
-            tls: tls::TlsOptions::default(),
+            tls: TlsConfig::new(),
             broker_dial_timeout: None,
         }
     }
@@ -78,11 +79,21 @@ impl AttachBuilder {
         self
     }
 
+    /// The host's TLS, all at once ([`TlsConfig`]), as [`Builder::tls`](crate::Builder::tls)
+    /// takes it; replaces what [`identity`](Self::identity) and
+    /// [`server_ca_roots`](Self::server_ca_roots) set before. AutoMTLS is never
+    /// used for an attach (it needs a plugin this host starts): only a configured
+    /// certificate reaches a running plugin that serves TLS.
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = config;
+        self
+    }
+
     /// The certificate this host presents to a plugin that serves TLS (default:
     /// `PLUGIN_CLIENT_CERT` and `PLUGIN_CLIENT_KEY`). A debug-mode plugin with
     /// configured TLS requires one issued by its `PLUGIN_CLIENT_ROOT_CERTS`.
     pub fn identity(mut self, identity: Identity) -> Self {
-        self.tls.identity = Some(identity);
+        self.tls = self.tls.identity(identity);
         self
     }
 
@@ -92,11 +103,11 @@ impl AttachBuilder {
         mut self,
         roots: impl IntoIterator<Item = CertificateDer<'static>>,
     ) -> Self {
-        self.tls.server_roots = Some(roots.into_iter().collect());
+        self.tls = self.tls.ca_roots(roots);
         self
     }
 
-    /// How long [`GrpcBroker::dial`](crate::GrpcBroker::dial) waits for the plugin to announce an id.
+    /// How long [`GrpcBroker::dial`] waits for the plugin to announce an id.
     pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
         self.broker_dial_timeout = Some(timeout);
         self
@@ -121,30 +132,15 @@ impl AttachBuilder {
         let config = self.config;
         let name = self.name.unwrap_or_else(|| format!("pid-{}", config.pid));
         check_alive(&name, config.pid)?;
-        let mut line = HandshakeLine::new(config.app_version, config.endpoint.clone());
-        if let Some(der) = &config.server_cert {
-            line = line.with_server_cert(der.clone());
-        }
-        rpcplugin_handshake::check_line(&line, &self.versions).map_err(|e| {
-            Error::new(
-                e.kind(),
-                e.code(),
-                format!("plugin {name} cannot be used by this host"),
-            )
-            .with_hint(e.hint().unwrap_or_default().to_owned())
-            .with_source(e)
-        })?;
+        let line = announced_line(&name, &config, &self.versions)?;
         // AutoMTLS needs a plugin this host starts: only configured certificates
         // can reach a plugin that is already running.
-        let mut options = self.tls;
-        options.auto_mtls = Some(false);
-        let host_tls = options.resolve(&settings)?;
+        let host_tls = tls::resolve(&self.tls.auto_mtls(false), &settings)?;
+        let server_cert = config.server_cert.as_deref();
         let dial = host_tls
-            .dial(&name, config.server_cert.as_deref(), &config.endpoint)
+            .dial(&name, server_cert, &config.endpoint)
             .map_err(|err| attach_tls_hint(err, &name))?;
-        let tls = dial.is_some();
-        let pinned = dial.as_ref().is_some_and(|d| d.pinned);
-        let broker_transport: Arc<dyn rpcplugin_transport::Transport> = match config.endpoint {
+        let transport: Arc<dyn Transport> = match config.endpoint {
             // Brokered sockets in private directories of this host's own.
             Endpoint::Unix(_) => Arc::new(rpcplugin_transport::UnixTransport::new()),
             Endpoint::Tcp(_) => Arc::new(rpcplugin_transport::TcpTransport::new()),
@@ -162,38 +158,60 @@ impl AttachBuilder {
                 .with_hint("reattach to a plugin serving on a unix socket or tcp"));
             }
         };
-        let broker_ready = rpcplugin_broker::Config::new(broker_transport)
-            .accept_tls(host_tls.broker_accept(config.server_cert.as_deref())?)
-            .dial_tls(dial.as_ref().map(|d| d.config.clone()))
-            .dial_timeout(
-                self.broker_dial_timeout
-                    .unwrap_or(crate::DEFAULT_BROKER_DIAL_TIMEOUT),
-            );
-        let mut client = PluginClient {
+        let ready = connect::broker_ready(
+            &host_tls,
+            server_cert,
+            dial.as_ref(),
+            transport,
+            None,
+            self.broker_dial_timeout,
+        )?;
+        let target = Target {
+            endpoint: config.endpoint.clone(),
+            dial: dial.map(Arc::new),
+            mux: None,
+            connection: Connection::from_settings(&settings),
+        };
+        let channel = connect::open_channel(&name, &target).await?;
+        connect::check_health(&name, &channel, &target).await?;
+        let broker = crate::broker::start(channel.clone(), ready, &name);
+        tracing::debug!(plugin = %name, pid = config.pid, endpoint = %config.endpoint, tls = target.dial.is_some(), "attached to a running plugin");
+        Ok(PluginClient {
             name,
             pid: config.pid,
             child: None,
-            channel: Channel::from_static("http://localhost").connect_lazy(),
+            channel,
             handshake: line,
             socket_dir: None,
             tail: Arc::new(output::Tail::default()),
             grace: settings.shutdown_grace,
             stderr_task: None,
             stdout_task: None,
-            tls,
-            broker: broker::detached(),
-            attached: true,
             stdio_task: None,
-            target: None,
-        };
-        client.channel = client
-            .connect(dial, None, crate::Connection::from_settings(&settings))
-            .await?;
-        client.check_health(pinned).await?;
-        client.broker = broker::start(client.channel.clone(), broker_ready, &client.name);
-        tracing::debug!(plugin = %client.name, pid = client.pid, endpoint = %client.handshake.endpoint, tls, "attached to a running plugin");
-        Ok(client)
+            target,
+            broker,
+            attached: true,
+        })
     }
+}
+
+/// The handshake line the reattach information stands for, checked as a launched
+/// plugin's would be.
+fn announced_line(name: &str, config: &ReattachConfig, versions: &[u32]) -> Result<HandshakeLine> {
+    let mut line = HandshakeLine::new(config.app_version, config.endpoint.clone());
+    if let Some(der) = &config.server_cert {
+        line = line.with_server_cert(der.clone());
+    }
+    rpcplugin_handshake::check_line(&line, versions).map_err(|e| {
+        Error::new(
+            e.kind(),
+            e.code(),
+            format!("plugin {name} cannot be used by this host"),
+        )
+        .with_hint(e.hint().unwrap_or_default().to_owned())
+        .with_source(e)
+    })?;
+    Ok(line)
 }
 
 fn check_alive(name: &str, pid: u32) -> Result<()> {

@@ -199,16 +199,12 @@ impl Supervisor {
         let target: Arc<RwLock<Option<Target>>> = Arc::new(RwLock::new(None));
         let first = builder.clone().start().await?;
         let (pid_tx, pid_rx) = watch::channel(Some(first.pid()));
-        *target.write().unwrap_or_else(|e| e.into_inner()) = first.target.clone();
+        *target.write().unwrap_or_else(|e| e.into_inner()) = Some(first.target.clone());
         let _ = events.send(SupervisorEvent::Started {
             pid: first.pid(),
             restarts: 0,
         });
-        let connection = first
-            .target
-            .as_ref()
-            .map(|t| t.connection)
-            .expect("a started client has a target");
+        let connection = first.target.connection;
         let channel = supervised_channel(target.clone(), connection);
         let (stop_tx, stop_rx) = oneshot::channel();
         let run = Run {
@@ -331,35 +327,10 @@ impl Run {
                 // A failed start.
                 None => true,
             };
-            let restart = match self.options.policy {
-                RestartPolicy::Never => false,
-                RestartPolicy::OnFailure => failure,
-                RestartPolicy::Always => true,
-            };
-            if !restart {
-                self.give_up(format!(
-                    "restart policy {:?} does not restart after {}",
-                    self.options.policy,
-                    if failure { "a failure" } else { "a clean exit" }
-                ));
+            if let Err(reason) = self.may_restart(failure, &mut recent, Instant::now()) {
+                self.give_up(reason);
                 return;
             }
-            let now = Instant::now();
-            while recent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > self.options.crash_loop_window)
-            {
-                recent.pop_front();
-            }
-            if recent.len() >= self.options.max_restarts as usize {
-                self.give_up(format!(
-                    "crash loop: {} restarts within {:?}",
-                    recent.len(),
-                    self.options.crash_loop_window
-                ));
-                return;
-            }
-            recent.push_back(now);
             restarts += 1;
             let delay = self.backoff(restarts);
             let _ = self.events.send(SupervisorEvent::Restarting {
@@ -376,7 +347,7 @@ impl Run {
             }
             match self.builder.clone().start().await {
                 Ok(client) => {
-                    self.set_target(client.target.clone());
+                    self.set_target(Some(client.target.clone()));
                     let _ = self.pid.send(Some(client.pid()));
                     let _ = self.events.send(SupervisorEvent::Started {
                         pid: client.pid(),
@@ -451,6 +422,43 @@ impl Run {
 
     fn set_target(&self, target: Option<Target>) {
         *self.target.write().unwrap_or_else(|e| e.into_inner()) = target;
+    }
+
+    /// Whether the policy and the crash-loop limit allow another restart at `now`
+    /// (recorded in `recent`), or why not.
+    fn may_restart(
+        &self,
+        failure: bool,
+        recent: &mut VecDeque<Instant>,
+        now: Instant,
+    ) -> std::result::Result<(), String> {
+        let restart = match self.options.policy {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => failure,
+            RestartPolicy::Always => true,
+        };
+        if !restart {
+            return Err(format!(
+                "restart policy {:?} does not restart after {}",
+                self.options.policy,
+                if failure { "a failure" } else { "a clean exit" }
+            ));
+        }
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.options.crash_loop_window)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= self.options.max_restarts as usize {
+            return Err(format!(
+                "crash loop: {} restarts within {:?}",
+                recent.len(),
+                self.options.crash_loop_window
+            ));
+        }
+        recent.push_back(now);
+        Ok(())
     }
 
     fn give_up(&self, reason: String) {
@@ -549,5 +557,28 @@ mod tests {
                 .health_interval
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_policy_and_the_crash_loop_limit_decide_a_restart() {
+        let never = run(SupervisorOptions::new(RestartPolicy::Never));
+        let mut recent = VecDeque::new();
+        let now = Instant::now();
+        let why = never.may_restart(true, &mut recent, now).unwrap_err();
+        assert!(why.contains("Never"), "{why}");
+        let on_failure = run(SupervisorOptions::new(RestartPolicy::OnFailure));
+        assert!(on_failure.may_restart(false, &mut recent, now).is_err());
+        assert!(on_failure.may_restart(true, &mut recent, now).is_ok());
+
+        let limited = run(SupervisorOptions::new(RestartPolicy::Always)
+            .crash_loop_limit(2, Duration::from_secs(10)));
+        let mut recent = VecDeque::new();
+        assert!(limited.may_restart(false, &mut recent, now).is_ok());
+        assert!(limited.may_restart(true, &mut recent, now).is_ok());
+        let why = limited.may_restart(true, &mut recent, now).unwrap_err();
+        assert!(why.starts_with("crash loop: 2 restarts"), "{why}");
+        // Outside the window the old restarts no longer count.
+        let later = now + Duration::from_secs(11);
+        assert!(limited.may_restart(true, &mut recent, later).is_ok());
     }
 }

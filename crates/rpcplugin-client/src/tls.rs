@@ -11,21 +11,12 @@ use std::sync::Arc;
 use rpcplugin_config::Settings;
 use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 use rpcplugin_crypto::{
-    CertificateDer, CertificateInfo, Identity, KeyAlgorithm, Role, client_config_ca,
-    client_config_pinned, load_certificates, server_config_ca, server_config_pinned,
+    CertificateDer, CertificateInfo, Identity, Role, TlsConfig, client_config_ca,
+    client_config_pinned, server_config_ca, server_config_pinned,
 };
 use rpcplugin_transport::TlsFailure;
 use rpcplugin_transport::rustls::pki_types::ServerName;
 use rpcplugin_transport::rustls::{ClientConfig, ServerConfig};
-
-/// What the builder was given in code; each falls back to the settings.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct TlsOptions {
-    pub(crate) auto_mtls: Option<bool>,
-    pub(crate) identity: Option<Identity>,
-    pub(crate) server_roots: Option<Vec<CertificateDer<'static>>>,
-    pub(crate) key_algorithm: KeyAlgorithm,
-}
 
 /// The host's TLS for one launch.
 #[derive(Debug)]
@@ -47,47 +38,40 @@ pub(crate) struct Dial {
     pub(crate) pinned: bool,
 }
 
-impl TlsOptions {
-    pub(crate) fn resolve(self, settings: &Settings) -> Result<HostTls> {
-        let identity = match self.identity {
-            Some(identity) => {
-                // Refused here, before any process starts, rather than by the peer.
-                identity.check_dates("the host's certificate (given to .identity())")?;
-                Some(identity)
-            }
-            None => configured_identity(settings)?,
-        };
-        let roots = match self.server_roots {
-            Some(roots) => Some(roots),
-            None => settings
-                .server_root_certs
-                .as_deref()
-                .map(|value| load_certificates(value, "PLUGIN_SERVER_ROOT_CERTS"))
-                .transpose()?,
-        };
-        let auto_mtls = self.auto_mtls.unwrap_or(settings.auto_mtls);
-        let identity = match identity {
-            Some(identity) => identity,
-            None if auto_mtls => Identity::self_signed(self.key_algorithm, Role::Client)?,
-            None if roots.is_some() => {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    "config.incomplete_identity",
-                    "PLUGIN_SERVER_ROOT_CERTS is set but this host has no certificate to present",
-                )
-                .with_hint(
-                    "set PLUGIN_CLIENT_CERT and PLUGIN_CLIENT_KEY for the host, or leave AutoMTLS on",
-                ));
-            }
-            None => return Ok(HostTls::Plain),
-        };
-        Ok(HostTls::Mutual { identity, roots })
-    }
+/// Decides the host's TLS for one launch or attach: what `config` sets, else the
+/// settings; a generated certificate when AutoMTLS is on and none is configured.
+pub(crate) fn resolve(config: &TlsConfig, settings: &Settings) -> Result<HostTls> {
+    // A configured certificate is refused here, before anything starts, rather
+    // than by the peer.
+    let identity = config.identity_or("the host's certificate (given to .identity())", || {
+        identity_from_settings(settings)
+    })?;
+    let roots = config.ca_roots_or(
+        settings.server_root_certs.as_deref(),
+        "PLUGIN_SERVER_ROOT_CERTS",
+    )?;
+    let auto_mtls = config.configured_auto_mtls().unwrap_or(settings.auto_mtls);
+    let identity = match identity {
+        Some(identity) => identity,
+        None if auto_mtls => Identity::self_signed(config.auto_mtls_key_algorithm(), Role::Client)?,
+        None if roots.is_some() => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "config.incomplete_identity",
+                "PLUGIN_SERVER_ROOT_CERTS is set but this host has no certificate to present",
+            )
+            .with_hint(
+                "set PLUGIN_CLIENT_CERT and PLUGIN_CLIENT_KEY for the host, or leave AutoMTLS on",
+            ));
+        }
+        None => return Ok(HostTls::Plain),
+    };
+    Ok(HostTls::Mutual { identity, roots })
 }
 
 /// The host's own configured certificate. `PLUGIN_CLIENT_CERT` alone is not one: a
 /// host that is itself a plugin finds its own host's certificate there.
-fn configured_identity(settings: &Settings) -> Result<Option<Identity>> {
+fn identity_from_settings(settings: &Settings) -> Result<Option<Identity>> {
     match (&settings.client_cert, &settings.client_key) {
         (Some(cert), Some(key)) => Ok(Some(Identity::load(
             cert,
@@ -280,6 +264,7 @@ pub(crate) fn failure_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rpcplugin_crypto::{CertificateAuthority, KeyAlgorithm};
 
     fn settings(vars: &[(&str, &str)]) -> Settings {
         Settings::from_vars(vars.iter().copied()).unwrap()
@@ -291,7 +276,7 @@ mod tests {
 
     #[test]
     fn automtls_is_the_default() {
-        let tls = TlsOptions::default().resolve(&settings(&[])).unwrap();
+        let tls = resolve(&TlsConfig::new(), &settings(&[])).unwrap();
         let pem = tls.client_cert_pem().expect("a certificate is sent");
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
     }
@@ -299,7 +284,7 @@ mod tests {
     #[test]
     fn turning_automtls_off_is_plaintext() {
         let off = settings(&[("PLUGIN_AUTO_MTLS", "false")]);
-        let tls = TlsOptions::default().resolve(&off).unwrap();
+        let tls = resolve(&TlsConfig::new(), &off).unwrap();
         assert!(tls.client_cert_pem().is_none());
         assert!(tls.dial("p", None, &unix()).unwrap().is_none());
         let code = |e: Error| e.code();
@@ -312,7 +297,7 @@ mod tests {
 
     #[test]
     fn no_silent_downgrade_when_the_plugin_announces_no_certificate() {
-        let tls = TlsOptions::default().resolve(&settings(&[])).unwrap();
+        let tls = resolve(&TlsConfig::new(), &settings(&[])).unwrap();
         let err = tls.dial("kv", None, &unix()).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::Security);
         assert_eq!(err.code(), "security.plaintext_handshake");
@@ -325,7 +310,7 @@ mod tests {
 
     #[test]
     fn an_announced_certificate_that_does_not_parse_is_refused() {
-        let tls = TlsOptions::default().resolve(&settings(&[])).unwrap();
+        let tls = resolve(&TlsConfig::new(), &settings(&[])).unwrap();
         let err = tls
             .dial("kv", Some(&[0x30, 0x03, 1, 2, 3]), &unix())
             .err()
@@ -336,7 +321,7 @@ mod tests {
 
     #[test]
     fn an_announced_certificate_is_pinned() {
-        let tls = TlsOptions::default().resolve(&settings(&[])).unwrap();
+        let tls = resolve(&TlsConfig::new(), &settings(&[])).unwrap();
         let cert = Identity::self_signed(KeyAlgorithm::EcdsaP521, Role::Server).unwrap();
         let dial = tls
             .dial("kv", Some(cert.cert_der()), &unix())
@@ -347,10 +332,12 @@ mod tests {
 
     #[test]
     fn a_key_without_a_certificate_is_a_config_error() {
-        let err = TlsOptions::default()
-            .resolve(&settings(&[("PLUGIN_CLIENT_KEY", "/k.pem")]))
-            .err()
-            .unwrap();
+        let err = resolve(
+            &TlsConfig::new(),
+            &settings(&[("PLUGIN_CLIENT_KEY", "/k.pem")]),
+        )
+        .err()
+        .unwrap();
         assert_eq!(err.code(), "config.incomplete_identity");
     }
 
@@ -358,9 +345,42 @@ mod tests {
     fn a_certificate_alone_is_the_hosts_own_hosts_and_is_ignored() {
         let parent = Identity::self_signed(KeyAlgorithm::default(), Role::Client).unwrap();
         let pem = parent.cert_pem();
-        let tls = TlsOptions::default()
-            .resolve(&settings(&[("PLUGIN_CLIENT_CERT", &pem)]))
-            .unwrap();
+        let tls = resolve(
+            &TlsConfig::new(),
+            &settings(&[("PLUGIN_CLIENT_CERT", &pem)]),
+        )
+        .unwrap();
         assert_ne!(tls.client_cert_pem().unwrap(), pem);
+    }
+
+    #[test]
+    fn the_config_wins_over_the_settings() {
+        let ca = CertificateAuthority::generate(KeyAlgorithm::default(), "test ca").unwrap();
+        let host = ca.issue(Role::Client, KeyAlgorithm::default()).unwrap();
+        let config = TlsConfig::new()
+            .identity(host.clone())
+            .ca_roots([ca.certificate().clone()]);
+        let env = settings(&[("PLUGIN_AUTO_MTLS", "false")]);
+        let tls = resolve(&config, &env).unwrap();
+        assert_eq!(tls.client_cert_pem(), Some(host.cert_pem()));
+        // CA roots: the plugin's certificate is verified, not pinned, and may be
+        // announced or not.
+        let dial = tls.dial("kv", None, &unix()).unwrap().unwrap();
+        assert!(!dial.pinned);
+
+        let off = resolve(&TlsConfig::new().auto_mtls(false), &settings(&[])).unwrap();
+        assert!(off.client_cert_pem().is_none());
+        let on = resolve(&TlsConfig::new().auto_mtls(true), &env).unwrap();
+        assert!(on.client_cert_pem().is_some());
+    }
+
+    #[test]
+    fn roots_without_a_certificate_to_present_are_refused() {
+        let ca = CertificateAuthority::generate(KeyAlgorithm::default(), "test ca").unwrap();
+        let config = TlsConfig::new()
+            .auto_mtls(false)
+            .ca_roots([ca.certificate().clone()]);
+        let err = resolve(&config, &settings(&[])).err().unwrap();
+        assert_eq!(err.code(), "config.incomplete_identity");
     }
 }

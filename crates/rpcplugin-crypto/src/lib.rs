@@ -15,6 +15,8 @@
 //!   is not used there); [`server_config_ca`] / [`client_config_ca`] verify against
 //!   CA roots. All are TLS 1.2+ with ALPN `h2`, on the aws-lc-rs provider (which, unlike
 //!   ring, verifies the ECDSA P-521/SHA-512 certificates Go hosts send).
+//! - [`TlsConfig`]: one side's TLS choices (what it presents, what it trusts,
+//!   AutoMTLS or not), the value every rpcplugin builder takes with `.tls(..)`.
 //!
 //! ```
 //! use rpcplugin_crypto::{
@@ -49,6 +51,7 @@ mod identity;
 mod inspect;
 mod load;
 mod pinned;
+mod tls_config;
 
 pub(crate) use config::provider;
 pub use config::{
@@ -65,3 +68,4 @@ pub use load::{load_certificates, load_private_key};
 pub use pinned::{PinnedClientCertVerifier, PinnedServerCertVerifier};
 /// Re-exported so callers name the same DER types as this crate's signatures.
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+pub use tls_config::TlsConfig;

@@ -17,19 +17,10 @@ use std::sync::Arc;
 use rpcplugin_config::Settings;
 use rpcplugin_core::{Error, ErrorKind, Result};
 use rpcplugin_crypto::{
-    CertificateDer, Identity, KeyAlgorithm, Role, client_config_ca, client_config_pinned,
+    CertificateDer, Identity, Role, TlsConfig, client_config_ca, client_config_pinned,
     load_certificates, server_config_ca, server_config_pinned,
 };
 use rpcplugin_transport::rustls::{ClientConfig, ServerConfig};
-
-/// What the builder was given in code; each falls back to the settings.
-#[derive(Debug, Default)]
-pub(crate) struct TlsOptions {
-    pub(crate) auto_mtls: Option<bool>,
-    pub(crate) identity: Option<Identity>,
-    pub(crate) client_roots: Option<Vec<CertificateDer<'static>>>,
-    pub(crate) key_algorithm: KeyAlgorithm,
-}
 
 /// TLS as served: the rustls config and the certificate announced in the handshake.
 pub(crate) struct ServerTls {
@@ -41,86 +32,85 @@ pub(crate) struct ServerTls {
     pub(crate) dial: Arc<ClientConfig>,
 }
 
-impl TlsOptions {
-    /// Decides what to serve, per the table in this module's docs.
-    pub(crate) fn resolve(
-        self,
-        settings: &Settings,
-        host_cert_pem: Option<&str>,
-    ) -> Result<Option<ServerTls>> {
-        let identity = match self.identity {
-            Some(identity) => {
-                // Refused here, before any process starts, rather than by the peer.
-                identity.check_dates("the plugin's certificate (given to .identity())")?;
-                Some(identity)
-            }
-            None => configured_identity(settings)?,
-        };
-        let roots = match self.client_roots {
-            Some(roots) => Some(roots),
-            None => settings
-                .client_root_certs
-                .as_deref()
-                .map(|value| load_certificates(value, "PLUGIN_CLIENT_ROOT_CERTS"))
-                .transpose()?,
-        };
-        let auto_mtls = self.auto_mtls.unwrap_or(settings.auto_mtls);
-        let host_cert = match host_cert_pem {
-            // The host's certificate is checked as strictly as a configured one:
-            // PEM, parseable, within its dates.
-            Some(pem) => Some(first(load_certificates(pem, "PLUGIN_CLIENT_CERT")?)),
-            None => None,
-        };
-        if identity.is_none() && roots.is_none() && host_cert.is_some() && !auto_mtls {
-            tracing::warn!(
-                "the host asked for AutoMTLS (PLUGIN_CLIENT_CERT) but AutoMTLS is turned off \
-                 here (PLUGIN_AUTO_MTLS=false): serving plaintext, which a host that asked for \
-                 TLS should refuse"
-            );
-            return Ok(None);
+/// Decides what to serve, per the table in this module's docs.
+pub(crate) fn resolve(
+    config: &TlsConfig,
+    settings: &Settings,
+    host_cert_pem: Option<&str>,
+) -> Result<Option<ServerTls>> {
+    // A configured certificate is refused here, before anything starts, rather
+    // than by the peer.
+    let identity = config.identity_or("the plugin's certificate (given to .identity())", || {
+        identity_from_settings(settings)
+    })?;
+    let roots = config.ca_roots_or(
+        settings.client_root_certs.as_deref(),
+        "PLUGIN_CLIENT_ROOT_CERTS",
+    )?;
+    let auto_mtls = config.configured_auto_mtls().unwrap_or(settings.auto_mtls);
+    let host_cert = match host_cert_pem {
+        // The host's certificate is checked as strictly as a configured one:
+        // PEM, parseable, within its dates.
+        Some(pem) => Some(first(load_certificates(pem, "PLUGIN_CLIENT_CERT")?)),
+        None => None,
+    };
+    if identity.is_none() && roots.is_none() && host_cert.is_some() && !auto_mtls {
+        tracing::warn!(
+            "the host asked for AutoMTLS (PLUGIN_CLIENT_CERT) but AutoMTLS is turned off \
+             here (PLUGIN_AUTO_MTLS=false): serving plaintext, which a host that asked for \
+             TLS should refuse"
+        );
+        return Ok(None);
+    }
+    let identity = match identity {
+        Some(identity) => identity,
+        None if roots.is_some() || host_cert.is_some() => {
+            Identity::self_signed(config.auto_mtls_key_algorithm(), Role::Server)?
         }
-        let identity = match identity {
-            Some(identity) => identity,
-            None if roots.is_some() || host_cert.is_some() => {
-                Identity::self_signed(self.key_algorithm, Role::Server)?
-            }
-            None => return Ok(None),
-        };
-        let (config, dial) = match (roots, host_cert) {
-            (Some(roots), host_cert) => (
-                server_config_ca(&identity, &roots)?,
-                // The host sent its certificate: trust exactly it when dialling back.
-                match host_cert {
-                    Some(host_cert) => client_config_pinned(&identity, host_cert)?,
-                    None => client_config_ca(&identity, &roots)?,
-                },
-            ),
-            (None, Some(host_cert)) => (
-                server_config_pinned(&identity, host_cert.clone())?,
-                client_config_pinned(&identity, host_cert)?,
-            ),
-            (None, None) => {
-                return Err(Error::new(
-                    ErrorKind::Security,
-                    "security.no_client_verification",
-                    "the plugin has a certificate but no way to verify its hosts",
-                )
-                .with_hint(
-                    "set PLUGIN_CLIENT_ROOT_CERTS to the CA that issues host certificates, or \
-                     let the host send its certificate (AutoMTLS); a plugin never serves TLS \
-                     that any client may use",
-                ));
-            }
-        };
-        Ok(Some(ServerTls {
-            config,
-            announced: identity.cert_der().clone(),
-            dial,
-        }))
+        None => return Ok(None),
+    };
+    let (config, dial) = rustls_configs(&identity, roots.as_deref(), host_cert)?;
+    Ok(Some(ServerTls {
+        config,
+        announced: identity.cert_der().clone(),
+        dial,
+    }))
+}
+
+/// The plugin's server config (hosts verified against `roots`, else exactly the
+/// host's certificate) and its config for dialling back to the host.
+fn rustls_configs(
+    identity: &Identity,
+    roots: Option<&[CertificateDer<'static>]>,
+    host_cert: Option<CertificateDer<'static>>,
+) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>)> {
+    match (roots, host_cert) {
+        (Some(roots), host_cert) => Ok((
+            server_config_ca(identity, roots)?,
+            // The host sent its certificate: trust exactly it when dialling back.
+            match host_cert {
+                Some(host_cert) => client_config_pinned(identity, host_cert)?,
+                None => client_config_ca(identity, roots)?,
+            },
+        )),
+        (None, Some(host_cert)) => Ok((
+            server_config_pinned(identity, host_cert.clone())?,
+            client_config_pinned(identity, host_cert)?,
+        )),
+        (None, None) => Err(Error::new(
+            ErrorKind::Security,
+            "security.no_client_verification",
+            "the plugin has a certificate but no way to verify its hosts",
+        )
+        .with_hint(
+            "set PLUGIN_CLIENT_ROOT_CERTS to the CA that issues host certificates, or \
+             let the host send its certificate (AutoMTLS); a plugin never serves TLS \
+             that any client may use",
+        )),
     }
 }
 
-fn configured_identity(settings: &Settings) -> Result<Option<Identity>> {
+fn identity_from_settings(settings: &Settings) -> Result<Option<Identity>> {
     match (&settings.server_cert, &settings.server_key) {
         (Some(cert), Some(key)) => Ok(Some(Identity::load(
             cert,
@@ -146,7 +136,7 @@ fn first(mut certs: Vec<CertificateDer<'static>>) -> CertificateDer<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rpcplugin_crypto::{CertificateAuthority, CertificateInfo};
+    use rpcplugin_crypto::{CertificateAuthority, CertificateInfo, KeyAlgorithm};
 
     fn settings(vars: &[(&str, &str)]) -> Settings {
         Settings::from_vars(vars.iter().copied()).unwrap()
@@ -160,14 +150,13 @@ mod tests {
 
     #[test]
     fn plaintext_without_any_tls_setting() {
-        let tls = TlsOptions::default().resolve(&settings(&[]), None).unwrap();
+        let tls = resolve(&TlsConfig::new(), &settings(&[]), None).unwrap();
         assert!(tls.is_none());
     }
 
     #[test]
     fn automtls_generates_a_p256_localhost_certificate() {
-        let tls = TlsOptions::default()
-            .resolve(&settings(&[]), Some(&host_pem()))
+        let tls = resolve(&TlsConfig::new(), &settings(&[]), Some(&host_pem()))
             .unwrap()
             .expect("serves TLS");
         let info = CertificateInfo::parse(&tls.announced).unwrap();
@@ -178,19 +167,18 @@ mod tests {
 
     #[test]
     fn automtls_turned_off_serves_plaintext() {
-        let tls = TlsOptions::default()
-            .resolve(
-                &settings(&[("PLUGIN_AUTO_MTLS", "false")]),
-                Some(&host_pem()),
-            )
-            .unwrap();
+        let tls = resolve(
+            &TlsConfig::new(),
+            &settings(&[("PLUGIN_AUTO_MTLS", "false")]),
+            Some(&host_pem()),
+        )
+        .unwrap();
         assert!(tls.is_none());
     }
 
     #[test]
     fn a_host_certificate_that_is_not_pem_is_refused_naming_the_variable() {
-        let err = TlsOptions::default()
-            .resolve(&settings(&[]), Some("not a pem"))
+        let err = resolve(&TlsConfig::new(), &settings(&[]), Some("not a pem"))
             .err()
             .unwrap();
         assert!(err.to_string().contains("PLUGIN_CLIENT_CERT"), "{err}");
@@ -207,8 +195,7 @@ mod tests {
             ("PLUGIN_CLIENT_ROOT_CERTS", ca.identity().cert_pem()),
         ];
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let tls = TlsOptions::default()
-            .resolve(&settings(&vars), None)
+        let tls = resolve(&TlsConfig::new(), &settings(&vars), None)
             .unwrap()
             .expect("serves TLS");
         assert_eq!(&tls.announced, leaf.cert_der());
@@ -219,12 +206,39 @@ mod tests {
         let leaf = Identity::self_signed(KeyAlgorithm::default(), Role::Server).unwrap();
         let (cert, key) = (leaf.cert_pem(), leaf.key_pem());
         let s = settings(&[("PLUGIN_SERVER_CERT", &cert), ("PLUGIN_SERVER_KEY", &key)]);
-        let err = TlsOptions::default().resolve(&s, None).err().unwrap();
+        let err = resolve(&TlsConfig::new(), &s, None).err().unwrap();
         assert_eq!(err.code(), "security.no_client_verification");
         assert!(err.hint().unwrap().contains("PLUGIN_CLIENT_ROOT_CERTS"));
 
         let half = settings(&[("PLUGIN_SERVER_CERT", &cert)]);
-        let err = TlsOptions::default().resolve(&half, None).err().unwrap();
+        let err = resolve(&TlsConfig::new(), &half, None).err().unwrap();
         assert_eq!(err.code(), "config.incomplete_identity");
+    }
+
+    #[test]
+    fn the_config_wins_over_the_settings() {
+        let ca = CertificateAuthority::generate(KeyAlgorithm::default(), "test ca").unwrap();
+        let leaf = ca.issue(Role::Server, KeyAlgorithm::default()).unwrap();
+        let config = TlsConfig::new()
+            .identity(leaf.clone())
+            .ca_roots([ca.certificate().clone()]);
+        // Configured TLS is served even to a host that sent no certificate.
+        let tls = resolve(&config, &settings(&[("PLUGIN_AUTO_MTLS", "false")]), None)
+            .unwrap()
+            .expect("serves TLS");
+        assert_eq!(&tls.announced, leaf.cert_der());
+
+        let off = TlsConfig::new().auto_mtls(false);
+        assert!(
+            resolve(&off, &settings(&[]), Some(&host_pem()))
+                .unwrap()
+                .is_none()
+        );
+        let p521 = TlsConfig::new().auto_mtls_key(KeyAlgorithm::EcdsaP521);
+        let tls = resolve(&p521, &settings(&[]), Some(&host_pem()))
+            .unwrap()
+            .expect("serves TLS");
+        let info = CertificateInfo::parse(&tls.announced).unwrap();
+        assert_eq!(info.key_type, rpcplugin_crypto::KeyType::EcdsaP521);
     }
 }

@@ -1,0 +1,272 @@
+//! [`Builder`]: what a host configures before it starts a plugin.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpcplugin_config::Environment;
+use rpcplugin_core::Result;
+use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
+
+use rpcplugin_crypto::TlsConfig;
+
+use crate::{PluginClient, ResourceLimits, StdioSink, stdio};
+
+/// Configures and starts a plugin. See the [crate docs](crate).
+///
+/// Cloneable, so that one configuration can start several instances (a
+/// [`Supervisor`](crate::Supervisor) restarts from a clone).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Builder {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) envs: Vec<(OsString, OsString)>,
+    pub(crate) env_clear: bool,
+    pub(crate) current_dir: Option<PathBuf>,
+    pub(crate) name: Option<String>,
+    pub(crate) cookie: Option<(String, String)>,
+    pub(crate) versions: Vec<u32>,
+    pub(crate) handshake_timeout: Option<Duration>,
+    pub(crate) shutdown_grace: Option<Duration>,
+    pub(crate) environment: Option<Environment>,
+    pub(crate) tls: TlsConfig,
+    pub(crate) checksum: Option<Sha256>,
+    pub(crate) limits: ResourceLimits,
+    pub(crate) config_file: Option<PathBuf>,
+    pub(crate) stdio: stdio::Sink,
+    pub(crate) broker_dial_timeout: Option<Duration>,
+    pub(crate) multiplex: bool,
+}
+
+impl Builder {
+    pub(crate) fn new(program: impl AsRef<OsStr>) -> Self {
+        Self {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            env_clear: false,
+            current_dir: None,
+            name: None,
+            cookie: None,
+            versions: vec![1],
+            handshake_timeout: None,
+            shutdown_grace: None,
+            environment: None,
+            tls: TlsConfig::new(),
+            checksum: None,
+            limits: ResourceLimits::default(),
+            config_file: None,
+            stdio: stdio::Sink::default(),
+            broker_dial_timeout: None,
+            multiplex: false,
+        }
+    }
+
+    /// Adds an argument for the plugin.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments for the plugin.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the plugin (the protocol's own variables are
+    /// set after these and win, as with go-plugin).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Starts the plugin with only the variables set here and the protocol's own,
+    /// instead of inheriting the host's environment.
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self
+    }
+
+    /// The plugin's working directory.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// The name used in logs and errors (default: the executable's file name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The magic cookie: `key=value` is set in the plugin's environment, and the
+    /// plugin refuses to start without it. Must match the plugin's.
+    pub fn handshake(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.cookie = Some((key.into(), value.into()));
+        self
+    }
+
+    /// The app protocol versions this host speaks (default `[1]`).
+    pub fn protocol_versions(mut self, versions: impl IntoIterator<Item = u32>) -> Self {
+        self.versions = versions.into_iter().collect();
+        self
+    }
+
+    /// How long to wait for the handshake line (default: `PLUGIN_HANDSHAKE_TIMEOUT`, 30 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = Some(timeout);
+        self
+    }
+
+    /// How long each stop step waits before the next (default: `PLUGIN_SHUTDOWN_GRACE`, 2 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = Some(grace);
+        self
+    }
+
+    /// The host's TLS, all at once: what it presents, which plugin certificates it
+    /// trusts, AutoMTLS or not ([`TlsConfig`]). Replaces what [`auto_mtls`],
+    /// [`auto_mtls_key`], [`identity`] and [`server_ca_roots`] set before; each of
+    /// those changes its one part of this value.
+    ///
+    /// ```no_run
+    /// use rpcplugin_client::{CertificateDer, Identity, PluginClient, TlsConfig};
+    ///
+    /// # async fn example(host: Identity, plugins_ca: CertificateDer<'static>)
+    /// # -> rpcplugin_client::Result<()> {
+    /// // A host certificate from the plugins' CA, and plugin certificates of that CA.
+    /// let tls = TlsConfig::new().identity(host).ca_roots([plugins_ca]);
+    /// let plugin = PluginClient::builder("./kv_plugin")
+    ///     .handshake("BASIC_PLUGIN", "hello")
+    ///     .tls(tls)
+    ///     .start()
+    ///     .await?;
+    /// # plugin.stop().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`auto_mtls`]: Self::auto_mtls
+    /// [`auto_mtls_key`]: Self::auto_mtls_key
+    /// [`identity`]: Self::identity
+    /// [`server_ca_roots`]: Self::server_ca_roots
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = config;
+        self
+    }
+
+    /// AutoMTLS (default: `PLUGIN_AUTO_MTLS`, else on): the host makes a throw-away
+    /// certificate, passes it to the plugin in `PLUGIN_CLIENT_CERT`, and accepts only
+    /// the certificate the plugin announces in its handshake. With it on, a plugin
+    /// that answers in plaintext is refused (`security.plaintext_handshake`), never
+    /// used. `false` is plaintext, for plugins that cannot serve TLS: anyone who
+    /// can reach the plugin's socket can then call it.
+    pub fn auto_mtls(mut self, enabled: bool) -> Self {
+        self.tls = self.tls.auto_mtls(enabled);
+        self
+    }
+
+    /// The key type of the host's AutoMTLS certificate (default ECDSA P-256;
+    /// go-plugin hosts use P-521).
+    pub fn auto_mtls_key(mut self, algorithm: KeyAlgorithm) -> Self {
+        self.tls = self.tls.auto_mtls_key(algorithm);
+        self
+    }
+
+    /// Presents this certificate instead of a generated one (default:
+    /// `PLUGIN_CLIENT_CERT` with `PLUGIN_CLIENT_KEY` in the host's environment). Its
+    /// certificate is still sent to the plugin in `PLUGIN_CLIENT_CERT`; the key never is.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.tls = self.tls.identity(identity);
+        self
+    }
+
+    /// Accepts a plugin certificate issued by one of these CAs and naming `localhost`
+    /// (its IP address over non-loopback TCP), instead of pinning the certificate the
+    /// plugin announces (default: `PLUGIN_SERVER_ROOT_CERTS`). For plugins that serve
+    /// with CA-issued certificates, which may announce none.
+    pub fn server_ca_roots(
+        mut self,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        self.tls = self.tls.ca_roots(roots);
+        self
+    }
+
+    /// Refuses to launch the plugin unless its executable's SHA-256 is `expected`
+    /// (go-plugin's `SecureConfig`). The file is hashed just before it is started;
+    /// the path that was hashed is the path that runs (a relative or bare name is
+    /// resolved first), though a writer who can replace the file between the two
+    /// could still swap it: keep plugin directories writable only by their owner.
+    pub fn checksum(mut self, expected: Sha256) -> Self {
+        self.checksum = Some(expected);
+        self
+    }
+
+    /// Resource limits for the plugin process (memory, CPU time, open files), set
+    /// in the child before it runs the plugin. A spawn that cannot apply them fails.
+    pub fn resource_limits(mut self, limits: ResourceLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Reads settings from this file (TOML, YAML or JSON) instead of the one named
+    /// by `PLUGIN_CONFIG_FILE`; environment variables still override it.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// Where the plugin's `GRPCStdio` output goes: what it writes on stdout after
+    /// the handshake (`println!` included), and on stderr when the plugin captures
+    /// that too.
+    ///
+    /// By default each stdout line becomes a `tracing` event at INFO with target
+    /// `rpcplugin_client::stdio`, and each stderr line is logged as the stderr
+    /// pipe's lines are (hclog levels), both with the fields `plugin` and `pid`;
+    /// lines are cut at 64 KiB. A [`StdioSink`] gets the bytes as they come instead.
+    /// Plugins without the service (go-plugin before 1.1, pyvider-rpcplugin) send
+    /// nothing, which is fine.
+    pub fn stdio_sink(mut self, sink: impl StdioSink) -> Self {
+        self.stdio = stdio::Sink::Custom(Arc::new(sink));
+        self
+    }
+
+    /// How long [`GrpcBroker::dial`](crate::GrpcBroker::dial) waits for the plugin to announce an id
+    /// (default [`DEFAULT_BROKER_DIAL_TIMEOUT`](crate::DEFAULT_BROKER_DIAL_TIMEOUT), 5 s, as go-plugin).
+    pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_dial_timeout = Some(timeout);
+        self
+    }
+
+    /// Asks for a multiplexed broker (go-plugin 1.6's `PLUGIN_MULTIPLEX_GRPC`,
+    /// default off): the main connection and every brokered one run as yamux
+    /// streams inside the one connection to the plugin, each with its own TLS,
+    /// instead of a socket per brokered id. A plugin that does not announce
+    /// support in its handshake is refused (`config.multiplex_unsupported`).
+    pub fn multiplex_grpc(mut self, enabled: bool) -> Self {
+        self.multiplex = enabled;
+        self
+    }
+
+    /// Reads settings from this environment instead of the host process's.
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// Launches the plugin and returns once it is connected and healthy.
+    ///
+    /// The phases, each a function of its own: resolve the settings (builder over
+    /// environment over config file), verify the executable's checksum when one is
+    /// set, spawn it, read and check its handshake line, connect (TLS, the
+    /// multiplexed session, the broker) and check its health. A failure in any
+    /// phase after the spawn ends the process and removes its socket directory.
+    pub async fn start(self) -> Result<PluginClient> {
+        crate::start::start(self).await
+    }
+}

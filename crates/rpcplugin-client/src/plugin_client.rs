@@ -1,0 +1,154 @@
+//! The running plugin a host holds: its channel, handshake, broker and process.
+
+use std::ffi::OsStr;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_handshake::HandshakeLine;
+use rpcplugin_transport::SocketDir;
+use tokio::process::Child;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::{Builder, GrpcBroker, Target, output};
+#[cfg(feature = "otel")]
+use crate::{TraceContext, TracedChannel};
+
+/// A running plugin. Start one with [`PluginClient::builder`].
+#[derive(Debug)]
+pub struct PluginClient {
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    pub(crate) child: Option<Child>,
+    pub(crate) channel: Channel,
+    pub(crate) handshake: HandshakeLine,
+    pub(crate) socket_dir: Option<SocketDir>,
+    pub(crate) tail: Arc<output::Tail>,
+    pub(crate) grace: Duration,
+    pub(crate) stderr_task: Option<JoinHandle<()>>,
+    pub(crate) stdout_task: Option<JoinHandle<()>>,
+    pub(crate) stdio_task: Option<JoinHandle<()>>,
+    pub(crate) target: Target,
+    pub(crate) broker: rpcplugin_broker::Driver,
+    pub(crate) attached: bool,
+}
+
+impl PluginClient {
+    /// A builder for the plugin executable at `program`.
+    pub fn builder(program: impl AsRef<OsStr>) -> Builder {
+        Builder::new(program)
+    }
+
+    /// A channel to the plugin for tonic-generated clients; cheap to clone. Calls
+    /// fail with `Unavailable` once the plugin is gone; they never hang on a dead one.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// [`PluginClient::channel`] with the caller's trace context on every call
+    /// (feature `otel`): the current span's W3C `traceparent` and `tracestate` go in
+    /// the gRPC metadata, and an rpcplugin plugin built with `otel` makes its request
+    /// span a child of it, so one trace covers host and plugin.
+    #[cfg(feature = "otel")]
+    pub fn traced_channel(&self) -> TracedChannel {
+        tonic::service::interceptor::InterceptedService::new(self.channel.clone(), TraceContext)
+    }
+
+    /// The plugin's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The plugin's name in logs and errors (the executable's file name by default).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The handshake the plugin sent: negotiated version, endpoint, protocol.
+    pub fn handshake(&self) -> &HandshakeLine {
+        &self.handshake
+    }
+
+    /// The app protocol version both sides agreed on.
+    pub fn protocol_version(&self) -> u32 {
+        self.handshake.app_version
+    }
+
+    /// Where the plugin serves.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.handshake.endpoint
+    }
+
+    /// Whether the connection runs mutual TLS.
+    pub fn is_tls(&self) -> bool {
+        self.target.dial.is_some()
+    }
+
+    /// The broker for bidirectional plugins: serve services to the plugin under
+    /// an id ([`GrpcBroker::accept_and_serve`]) or dial ones it serves
+    /// ([`GrpcBroker::dial`]). Cheap to clone.
+    pub fn broker(&self) -> GrpcBroker {
+        self.broker.broker()
+    }
+
+    /// The last lines the plugin wrote on stderr.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.tail.lines()
+    }
+
+    /// Whether the process has exited (without waiting), with its status.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits until the plugin process exits on its own, and returns its status. The
+    /// client stays usable (call [`PluginClient::stop`] or drop it to clean up).
+    /// Cancel-safe: dropping the future stops waiting, nothing else.
+    ///
+    /// # Errors
+    ///
+    /// `process.not_a_child` for an attached client: only a process this host
+    /// started can be waited for.
+    pub async fn wait(&mut self) -> Result<ExitStatus> {
+        let Some(child) = self.child.as_mut() else {
+            return Err(Error::new(
+                ErrorKind::Process,
+                "process.not_a_child",
+                format!("plugin {} was not started by this host", self.name),
+            )
+            .with_hint("an attached plugin cannot be waited for; watch its channel instead"));
+        };
+        child.wait().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Process,
+                "process.wait",
+                "cannot wait for the plugin process",
+            )
+            .with_source(e)
+        })
+    }
+
+    pub(crate) async fn finish_io(&mut self) {
+        if let Some(task) = self.stdout_task.take() {
+            task.abort();
+        }
+        for task in [self.stdio_task.take(), self.stderr_task.take()]
+            .into_iter()
+            .flatten()
+        {
+            // Let the last lines reach the log; a grandchild holding stderr open,
+            // or a GRPCStdio stream that does not end, must not hold us up.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_millis(200), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! [`PluginServer`] and its [`Builder`]: what a plugin configures before it serves.
+
+use std::fmt;
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rpcplugin_config::Environment;
+use rpcplugin_core::{Network, Result};
+use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, TlsConfig};
+
+use crate::{AddService, GrpcBroker, Limits, PluginService, ServiceSet, StopReason};
+
+/// The plugin server. Start with [`PluginServer::builder`].
+#[derive(Debug)]
+pub struct PluginServer;
+
+impl PluginServer {
+    /// A builder with no services, app protocol version 1 and no cookie yet.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+/// Configures and runs a plugin server. See the [crate docs](crate).
+#[derive(Default)]
+#[must_use]
+pub struct Builder {
+    pub(crate) cookie: Option<(String, String)>,
+    pub(crate) versions: Option<Vec<u32>>,
+    pub(crate) versioned: std::collections::BTreeMap<u32, ServiceSet>,
+    pub(crate) services: Vec<AddService>,
+    pub(crate) service_names: Vec<String>,
+    pub(crate) reflection: Vec<&'static [u8]>,
+    pub(crate) transports: Option<Vec<Network>>,
+    pub(crate) max_receive: Option<usize>,
+    pub(crate) max_send: Option<usize>,
+    pub(crate) drain_timeout: Option<Duration>,
+    pub(crate) environment: Option<Environment>,
+    pub(crate) tls: TlsConfig,
+    pub(crate) config_file: Option<std::path::PathBuf>,
+    pub(crate) capture_stderr: bool,
+    pub(crate) broker: crate::broker::PluginBroker,
+    pub(crate) broker_dial_timeout: Option<Duration>,
+    pub(crate) debug: bool,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("cookie_key", &self.cookie.as_ref().map(|c| &c.0))
+            .field("versions", &self.versions)
+            .field("versioned", &self.versioned)
+            .field("services", &self.service_names)
+            .field("transports", &self.transports)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// The magic cookie the host must set: `key=value` in the plugin's environment.
+    /// Both sides must agree (go-plugin's KV example uses `BASIC_PLUGIN=hello`).
+    /// When not set in code, `PLUGIN_MAGIC_COOKIE_KEY`/`_VALUE` are used.
+    pub fn handshake(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.cookie = Some((key.into(), value.into()));
+        self
+    }
+
+    /// Serves one app protocol version (the default is 1, unless versioned sets
+    /// are given).
+    pub fn protocol_version(mut self, version: u32) -> Self {
+        self.versions = Some(vec![version]);
+        self
+    }
+
+    /// Serves several app protocol versions; the highest one the host offers wins.
+    /// Versions with a [`ServiceSet`] are served as well.
+    pub fn protocol_versions(mut self, versions: impl IntoIterator<Item = u32>) -> Self {
+        self.versions = Some(versions.into_iter().collect());
+        self
+    }
+
+    /// Serves `set` when the host and the plugin agree on app protocol `version`
+    /// (go-plugin's `VersionedPlugins`). Give one set per version; the plugin then
+    /// serves every version with a set, the highest the host offers wins, and only
+    /// that version's services are served, besides those added with
+    /// [`add_service`](Self::add_service), which every version serves.
+    pub fn versioned_services(mut self, version: u32, set: ServiceSet) -> Self {
+        self.versioned.entry(version).or_default().extend(set);
+        self
+    }
+
+    /// Adds a tonic service as it is (tonic's default message limits apply).
+    pub fn add_service<S: PluginService>(self, service: S) -> Self {
+        self.add_service_with(move |_| service)
+    }
+
+    /// Adds a tonic service built with the configured [`Limits`]:
+    /// `.add_service_with(|limits| limits.apply(KvServer::new(store)))`.
+    pub fn add_service_with<S, F>(mut self, make: F) -> Self
+    where
+        F: FnOnce(Limits) -> S + Send + 'static,
+        S: PluginService,
+    {
+        self.service_names.push(S::NAME.to_owned());
+        self.services.push(Box::new(move |limits, routes| {
+            routes.add_service(make(limits));
+        }));
+        self
+    }
+
+    /// Registers the encoded `FileDescriptorSet` of your services so gRPC reflection
+    /// (grpcurl, `rpcplugin probe`) can describe them. go-plugin's own services are
+    /// always registered.
+    pub fn reflection_descriptors(mut self, encoded: &'static [u8]) -> Self {
+        self.reflection.push(encoded);
+        self
+    }
+
+    /// The transports to serve on, preferred first (default: `PLUGIN_SERVER_TRANSPORTS`,
+    /// else automatic: a Unix socket, or loopback TCP for hosts that send no
+    /// `PLUGIN_PROTOCOL_VERSIONS`, whose gRPC stack cannot address Unix sockets in a
+    /// way the HTTP/2 server accepts).
+    pub fn transports(mut self, transports: impl IntoIterator<Item = Network>) -> Self {
+        self.transports = Some(transports.into_iter().collect());
+        self
+    }
+
+    /// Message size limits for services added with [`Builder::add_service_with`] and
+    /// for the built-in ones.
+    pub fn max_message_sizes(mut self, receive: usize, send: usize) -> Self {
+        self.max_receive = Some(receive);
+        self.max_send = Some(send);
+        self
+    }
+
+    /// How long in-flight calls may take to finish once a stop begins (default: the
+    /// `shutdown_grace` setting, 2 s); then connections are closed.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = Some(timeout);
+        self
+    }
+
+    /// The plugin's TLS, all at once: what it presents, which host certificates it
+    /// trusts, AutoMTLS or not ([`TlsConfig`]), as a host's builder takes it.
+    /// Replaces what [`auto_mtls`], [`auto_mtls_key`], [`identity`] and
+    /// [`client_ca_roots`] set before; each of those changes its one part of this
+    /// value. The table in docs/security.md says what is then served.
+    ///
+    /// ```no_run
+    /// use rpcplugin_server::{CertificateDer, Identity, PluginServer, TlsConfig};
+    ///
+    /// # fn example(plugin: Identity, hosts_ca: CertificateDer<'static>) -> std::process::ExitCode {
+    /// // A plugin certificate from a CA, and only hosts with a certificate of that CA.
+    /// PluginServer::builder()
+    ///     .handshake("BASIC_PLUGIN", "hello")
+    ///     .tls(TlsConfig::new().identity(plugin).ca_roots([hosts_ca]))
+    ///     .run()
+    /// # }
+    /// ```
+    ///
+    /// [`auto_mtls`]: Self::auto_mtls
+    /// [`auto_mtls_key`]: Self::auto_mtls_key
+    /// [`identity`]: Self::identity
+    /// [`client_ca_roots`]: Self::client_ca_roots
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = config;
+        self
+    }
+
+    /// Whether to serve mutual TLS when the host asks for it by sending its
+    /// certificate in `PLUGIN_CLIENT_CERT` (default: `PLUGIN_AUTO_MTLS`, else true).
+    /// Turned off, the plugin serves plaintext to such a host, which an rpcplugin or
+    /// go-plugin host then refuses: leave it on unless you test exactly that.
+    pub fn auto_mtls(mut self, enabled: bool) -> Self {
+        self.tls = self.tls.auto_mtls(enabled);
+        self
+    }
+
+    /// The key type of the certificate generated for AutoMTLS (default ECDSA
+    /// P-256, which every peer's TLS stack accepts; go-plugin's own is P-521).
+    pub fn auto_mtls_key(mut self, algorithm: KeyAlgorithm) -> Self {
+        self.tls = self.tls.auto_mtls_key(algorithm);
+        self
+    }
+
+    /// Serves TLS with this certificate and key instead of a generated pair
+    /// (default: `PLUGIN_SERVER_CERT` and `PLUGIN_SERVER_KEY`). Hosts are then
+    /// verified against [`Builder::client_ca_roots`], or, without roots, must
+    /// present exactly the certificate they sent in `PLUGIN_CLIENT_CERT`.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.tls = self.tls.identity(identity);
+        self
+    }
+
+    /// Requires hosts to present a certificate issued by one of these CAs (default:
+    /// `PLUGIN_CLIENT_ROOT_CERTS`). Turns TLS on even without a host certificate in
+    /// `PLUGIN_CLIENT_CERT`.
+    pub fn client_ca_roots(
+        mut self,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        self.tls = self.tls.ca_roots(roots);
+        self
+    }
+
+    /// Reads settings from this file (TOML, YAML or JSON) instead of the one named
+    /// by `PLUGIN_CONFIG_FILE`; environment variables still override it.
+    pub fn config_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// Also streams what is written on stderr after the handshake over
+    /// `plugin.GRPCStdio`, as stdout always is (default: off).
+    ///
+    /// Off, stderr stays the log channel every go-plugin host reads and parses as
+    /// hclog, and a crash report written there reaches the host even when the
+    /// process dies at once. On, writes to file descriptor 2 (`eprintln!`, C
+    /// libraries, child processes) travel over GRPCStdio instead, while the logs of
+    /// [`logging`](crate::logging) still go to the original stderr.
+    pub fn capture_stderr(mut self, enabled: bool) -> Self {
+        self.capture_stderr = enabled;
+        self
+    }
+
+    /// The plugin's [`GrpcBroker`], for services that call back into the host
+    /// (`broker.dial(id)`) or serve it more (`broker.accept_and_serve(id, ..)`).
+    /// Clone it into your services before [`serve`](Self::serve); it works once
+    /// the plugin serves.
+    pub fn broker(&self) -> GrpcBroker {
+        self.broker.broker()
+    }
+
+    /// How long [`GrpcBroker::dial`] waits for the host to announce an id
+    /// (default [`DEFAULT_BROKER_DIAL_TIMEOUT`](crate::DEFAULT_BROKER_DIAL_TIMEOUT), 5 s, as go-plugin).
+    pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_dial_timeout = Some(timeout);
+        self
+    }
+
+    /// Debug mode: the plugin runs on its own (started by hand, under a debugger)
+    /// and a host attaches to it. Instead of the handshake line it prints its
+    /// reattach information, one line of JSON on stdout (see
+    /// [`ReattachConfig`](rpcplugin_handshake::ReattachConfig)), and serves until
+    /// SIGTERM or Ctrl-C, whoever attaches and leaves. No magic cookie is needed;
+    /// it serves its highest version, on a Unix socket unless the transports say
+    /// otherwise. TLS only when configured (`PLUGIN_SERVER_CERT`/`_KEY` and
+    /// `PLUGIN_CLIENT_ROOT_CERTS`, or [`identity`](Self::identity) and
+    /// [`client_ca_roots`](Self::client_ca_roots)): AutoMTLS needs a host that
+    /// starts the plugin. Over TCP it refuses to serve without TLS.
+    pub fn debug_mode(mut self, enabled: bool) -> Self {
+        self.debug = enabled;
+        self
+    }
+
+    /// Uses this environment instead of the process's (for embedding and tests).
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// Builds a runtime suited to a plugin sharing the machine with its host, sets
+    /// glibc's allocator thresholds for streaming
+    /// ([`rpcplugin_transport::tune_allocator`]), serves until stopped, and returns
+    /// the process exit code. Errors are printed on stderr, with hints, and give exit
+    /// code 1; stdout stays empty.
+    pub fn run(self) -> ExitCode {
+        // The plugin owns this process, so it may set the allocator up for moving
+        // messages (rpcplugin_transport::tune_allocator says what and why).
+        rpcplugin_transport::tune_allocator();
+        // One worker: the host runs on the same cores, and one worker thread plus
+        // the I/O driver measured fastest here (docs/performance notes).
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build();
+        let runtime = match runtime {
+            Ok(rt) => rt,
+            Err(err) => {
+                eprintln!("error: cannot start the async runtime: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(self.serve()) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(err) => {
+                // Only a missing or wrong cookie means "a person ran me"; a cookie the
+                // developer misconfigured is explained by the error itself.
+                if matches!(
+                    err.code(),
+                    "handshake.missing_cookie" | "handshake.bad_cookie"
+                ) {
+                    eprintln!("{}\n", rpcplugin_handshake::NOT_A_TERMINAL_PROGRAM);
+                }
+                eprintln!("{}", rpcplugin_core::render(&err));
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Serves until the host asks the plugin to stop, SIGTERM, or the host is gone.
+    pub async fn serve(self) -> Result<StopReason> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Like [`Builder::serve`], and also stops when `signal` completes.
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<StopReason> {
+        let prepared = self.prepare()?;
+        prepared.run(signal).await
+    }
+}
