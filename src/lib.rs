@@ -71,7 +71,9 @@
 //!   both through `tracing-opentelemetry`, re-exported here with `opentelemetry` in
 //!   the versions rpcplugin uses.
 
-pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result, render};
+pub use rpcplugin_core::{
+    Code, Endpoint, Error, ErrorKind, Network, ParseCodeError, Result, render,
+};
 pub use tonic;
 
 /// OpenTelemetry's API, in the version the `otel` feature uses.

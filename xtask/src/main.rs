@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 //!
-//! - `codegen [--check]`: regenerate (or check) the committed gRPC code from `proto/`.
+//! - `codegen [--check]`: regenerate (or check) the committed gRPC code from `proto/`,
+//!   docs/configuration.md, and the list of error codes in docs/troubleshooting.md.
 //! - `interop`: run rpcplugin's examples against real go-plugin (Go) and
 //!   pyvider-rpcplugin (Python) peers, installing what is missing.
 //! - `bench [--seconds N] [--rounds R] [--only KEYS] [--record]`: the benchmark matrix
@@ -11,6 +12,7 @@
 
 mod bench;
 mod codegen;
+mod codesdoc;
 mod configdoc;
 mod fuzz;
 mod interop;
@@ -26,7 +28,8 @@ fn main() -> Result<()> {
         Some("codegen") => {
             let check = args.iter().any(|a| a == "--check");
             codegen::run(&root, check)?;
-            configdoc::run(&root, check)
+            configdoc::run(&root, check)?;
+            codesdoc::run(&root, check)
         }
         Some("interop") => interop::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &args[1..]),
@@ -36,7 +39,7 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 codegen [--check]   regenerate the committed gRPC code and docs/configuration.md (or fail if stale)\n  \
+                 codegen [--check]   regenerate the committed gRPC code, docs/configuration.md and the error codes of docs/troubleshooting.md (or fail if stale)\n  \
                  interop [go|python] run the examples against go-plugin and pyvider peers\n  \
                  bench [--seconds N] [--rounds R] [--only KEYS] [--record]\n                      \
                  the benchmark matrix in release: rpcplugin, go-plugin, pyvider, raw tonic\n  \
@@ -111,6 +114,7 @@ fn ci(root: &Path) -> Result<()> {
     run_cmd(root, "cargo", &["fmt", "--all", "--", "--check"], &[])?;
     codegen::run(root, true)?;
     configdoc::run(root, true)?;
+    codesdoc::run(root, true)?;
     run_cmd(
         root,
         "cargo",

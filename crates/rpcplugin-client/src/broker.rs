@@ -17,6 +17,7 @@
 //! connection. go-plugin 1.0.1 plugins cannot dial back under AutoMTLS (they check
 //! the host's certificate against the system roots, go-plugin#109); plaintext works.
 
+use rpcplugin_core::Code;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
+use rpcplugin_core::{Endpoint, Error, Network, Result};
 use rpcplugin_proto::plugin::ConnInfo;
 use rpcplugin_proto::plugin::conn_info::Knock;
 use rpcplugin_proto::plugin::grpc_broker_client::GrpcBrokerClient;
@@ -292,8 +293,7 @@ impl GrpcBroker {
             let _ = stop_tx.send(());
             return Err(match err {
                 mpsc::error::SendTimeoutError::Timeout(_) => Error::new(
-                    ErrorKind::Timeout,
-                    "broker.announce_timeout",
+                    Code::BrokerAnnounceTimeout,
                     format!("cannot announce broker id {id}: the plugin reads no announcements"),
                 )
                 .with_hint("the plugin is stuck or overloaded; check its log"),
@@ -380,8 +380,7 @@ impl GrpcBroker {
         match ack.knock {
             Some(k) if k.ack && k.error.is_empty() => Ok(()),
             Some(k) if k.ack => Err(Error::new(
-                ErrorKind::Protocol,
-                "broker.knock_refused",
+                Code::BrokerKnockRefused,
                 format!("the plugin refused broker id {id}: {}", k.error),
             )
             .with_hint(format!(
@@ -389,8 +388,7 @@ impl GrpcBroker {
                  AcceptAndServe({id}, ..)) before this side dials it"
             ))),
             _ => Err(Error::new(
-                ErrorKind::Protocol,
-                "broker.bad_ack",
+                Code::BrokerBadAck,
                 format!("the plugin answered the knock for broker id {id} with something else"),
             )
             .with_hint("both sides must multiplex, or neither")),
@@ -423,7 +421,7 @@ impl GrpcBroker {
                 "brokered connections live as long as the plugin client",
             ),
         };
-        Error::new(ErrorKind::Transport, "broker.closed", message).with_hint(hint)
+        Error::new(Code::BrokerClosed, message).with_hint(hint)
     }
 
     async fn wait_for(&self, id: u32, timeout: Duration) -> Result<ConnInfo> {
@@ -446,8 +444,7 @@ impl GrpcBroker {
             Ok(Err(_)) => {
                 self.check_open()?;
                 Err(Error::new(
-                    ErrorKind::Protocol,
-                    "broker.dial_superseded",
+                    Code::BrokerDialSuperseded,
                     format!("another dial of broker id {id} took its connection info"),
                 )
                 .with_hint("dial each brokered id once, and share the channel"))
@@ -465,8 +462,7 @@ impl GrpcBroker {
 
 fn dial_timeout_error(id: u32, timeout: Duration, peer: &str) -> Error {
     Error::new(
-        ErrorKind::Timeout,
-        "broker.dial_timeout",
+        Code::BrokerDialTimeout,
         format!("the {peer} announced no broker id {id} within {timeout:?}"),
     )
     .with_hint(format!(
@@ -653,8 +649,7 @@ async fn serve_brokered<S>(
 fn announced_endpoint(info: &ConnInfo) -> Result<Endpoint> {
     let bad = |why: String| {
         Error::new(
-            ErrorKind::Protocol,
-            "broker.bad_address",
+            Code::BrokerBadAddress,
             format!(
                 "broker id {} was announced at {:?} {:?}, which cannot be dialled",
                 info.service_id, info.network, info.address
@@ -698,8 +693,7 @@ async fn connect_channel(
                     .connect_tls(config, localhost(), DEFAULT_TLS_HANDSHAKE_TIMEOUT)
                     .await
                     .map_err(|err| {
-                        Error::new(ErrorKind::Security, "security.tls", "tls handshake failed")
-                            .with_source(err)
+                        Error::new(Code::SecurityTls, "tls handshake failed").with_source(err)
                     })?,
             };
             Ok::<_, Error>(TokioIo::new(stream))
@@ -711,25 +705,22 @@ async fn connect_channel(
         .await
         .map_err(|err| {
             let security = rpcplugin_transport::TlsFailure::find(&err);
-            let (kind, code, hint) = match security {
+            let (code, hint) = match security {
                 Some(failure) => (
-                    ErrorKind::Security,
-                    "security.tls",
+                    Code::SecurityTls,
                     format!(
                         "TLS with the brokered server failed ({failure}); brokered connections use \
                          the same certificates as the plugin's own connection"
                     ),
                 ),
                 None => (
-                    ErrorKind::Transport,
-                    "broker.connect",
+                    Code::BrokerConnect,
                     "the id was announced but nothing accepts connections there; the server \
                      behind it may have stopped"
                         .to_owned(),
                 ),
             };
             Error::new(
-                kind,
                 code,
                 format!("cannot connect to broker id {id} at {endpoint}"),
             )
@@ -756,16 +747,14 @@ async fn connect_muxed(
             broker.knock(id, timeout).await?;
             let session = router.session().ok_or_else(|| {
                 Error::new(
-                    ErrorKind::Transport,
-                    "broker.closed",
+                    Code::BrokerClosed,
                     format!("cannot dial broker id {id}: the multiplexed connection is closed"),
                 )
                 .with_hint("the other side went away, or this one is stopping")
             })?;
             let stream = session.open().await.map_err(|err| {
                 Error::new(
-                    ErrorKind::Transport,
-                    "broker.connect",
+                    Code::BrokerConnect,
                     format!("cannot open a multiplexed stream for broker id {id}"),
                 )
                 .with_source(err)
@@ -778,8 +767,7 @@ async fn connect_muxed(
                     .connect_tls(config, localhost(), DEFAULT_TLS_HANDSHAKE_TIMEOUT)
                     .await
                     .map_err(|err| {
-                        Error::new(ErrorKind::Security, "security.tls", "tls handshake failed")
-                            .with_source(err)
+                        Error::new(Code::SecurityTls, "tls handshake failed").with_source(err)
                     })?,
             };
             Ok::<_, Error>(TokioIo::new(stream))
@@ -794,14 +782,13 @@ async fn connect_muxed(
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
             while let Some(e) = source {
                 if let Some(ours) = e.downcast_ref::<Error>() {
-                    return Error::new(ours.kind(), ours.code(), ours.to_string())
+                    return Error::new(ours.code(), ours.to_string())
                         .with_hint(ours.hint().unwrap_or_default().to_owned());
                 }
                 source = e.source();
             }
             Error::new(
-                ErrorKind::Transport,
-                "broker.connect",
+                Code::BrokerConnect,
                 format!("cannot connect to broker id {id} over the multiplexed connection"),
             )
             .with_source(err)
@@ -1036,8 +1023,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(err.code(), "broker.dial_timeout");
-        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert_eq!(err.code(), Code::BrokerDialTimeout);
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Timeout);
         assert!(err.hint().unwrap().contains("AcceptAndServe(3"), "{err:?}");
         assert!(
             err.to_string()
@@ -1075,7 +1062,7 @@ mod tests {
             .expect("the dial ends at once")
             .unwrap()
             .unwrap_err();
-        assert_eq!(err.code(), "broker.closed");
+        assert_eq!(err.code(), Code::BrokerClosed);
     }
 
     #[test]
@@ -1096,7 +1083,7 @@ mod tests {
         };
         assert_eq!(
             announced_endpoint(&empty).unwrap_err().code(),
-            "broker.bad_address"
+            Code::BrokerBadAddress
         );
     }
 }

@@ -61,6 +61,7 @@ pub use launch::ResourceLimits;
 pub use reattach::AttachBuilder;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
 pub use rpcplugin_config::{Environment, Settings};
+use rpcplugin_core::Code;
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
 pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
@@ -259,14 +260,13 @@ impl PluginClient {
             .await
             .map_err(|_| {
                 Error::new(
-                    ErrorKind::Process,
-                    "process.unkillable",
+                    Code::ProcessUnkillable,
                     format!("plugin process {} did not exit after SIGKILL", self.pid),
                 )
                 .with_hint("the process is probably stuck in the kernel (uninterruptible I/O); check `ps -o stat -p PID`")
             })?
             .map_err(|e| {
-                Error::new(ErrorKind::Process, "process.wait", "cannot reap the plugin process")
+                Error::new(Code::ProcessWait, "cannot reap the plugin process")
                     .with_source(e)
             })?;
         tracing::debug!(plugin = %self.name, pid = self.pid, %status, "plugin killed");
@@ -288,19 +288,13 @@ impl PluginClient {
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         let Some(child) = self.child.as_mut() else {
             return Err(Error::new(
-                ErrorKind::Process,
-                "process.not_a_child",
+                Code::ProcessNotAChild,
                 format!("plugin {} was not started by this host", self.name),
             )
             .with_hint("an attached plugin cannot be waited for; watch its channel instead"));
         };
         child.wait().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Process,
-                "process.wait",
-                "cannot wait for the plugin process",
-            )
-            .with_source(e)
+            Error::new(Code::ProcessWait, "cannot wait for the plugin process").with_source(e)
         })
     }
 
@@ -371,12 +365,7 @@ async fn stop_child(
         };
         if let Ok(status) = tokio::time::timeout(wait, child.wait()).await {
             let status = status.map_err(|e| {
-                Error::new(
-                    ErrorKind::Process,
-                    "process.wait",
-                    "cannot reap the plugin process",
-                )
-                .with_source(e)
+                Error::new(Code::ProcessWait, "cannot reap the plugin process").with_source(e)
             })?;
             // Children the plugin left behind go with it.
             kill_group(pid, Signal::SIGKILL);
@@ -384,8 +373,7 @@ async fn stop_child(
         }
     }
     Err(Error::new(
-        ErrorKind::Process,
-        "process.unkillable",
+        Code::ProcessUnkillable,
         format!("plugin process {pid} did not exit after SIGKILL"),
     )
     .with_hint("the process is probably stuck in the kernel (uninterruptible I/O); check `ps -o stat -p PID`"))
@@ -671,13 +659,12 @@ impl Builder {
                 .into_owned()
         });
         let Some((key, value)) = settings.magic_cookie(self.cookie.clone()) else {
-            return Err(Error::new(ErrorKind::Config, "config.missing_cookie", "no magic cookie configured for this host")
+            return Err(Error::new(Code::ConfigMissingCookie, "no magic cookie configured for this host")
                 .with_hint("call .handshake(KEY, VALUE) on the client builder with the plugin's cookie (go-plugin's KV example: BASIC_PLUGIN=hello)"));
         };
         if self.versions.is_empty() {
             return Err(Error::new(
-                ErrorKind::Config,
-                "config.no_versions",
+                Code::ConfigNoVersions,
                 "the host speaks no app protocol version",
             )
             .with_hint("call .protocol_versions([1]) on the client builder"));
@@ -695,8 +682,7 @@ impl Builder {
                     .await
                     .map_err(|e| {
                         Error::new(
-                            ErrorKind::Security,
-                            "security.checksum_read",
+                            Code::SecurityChecksumRead,
                             "the checksum of the plugin could not be computed",
                         )
                         .with_source(e)
@@ -797,8 +783,7 @@ impl Builder {
             (true, true) => Some(Arc::new(rpcplugin_transport::MuxRouter::new())),
             (true, false) => {
                 return Err(Error::new(
-                    ErrorKind::Config,
-                    "config.multiplex_unsupported",
+                    Code::ConfigMultiplexUnsupported,
                     format!(
                         "plugin {} does not support a multiplexed broker",
                         client.name
@@ -858,8 +843,7 @@ fn spawn_error(program: &OsStr, err: std::io::Error) -> Error {
         _ => "check that the plugin executable can be run on this machine",
     };
     Error::new(
-        ErrorKind::Process,
-        "process.spawn",
+        Code::ProcessSpawn,
         format!("cannot start plugin {}", program.to_string_lossy()),
     )
     .with_source(err)
@@ -913,8 +897,7 @@ impl PluginClient {
                     ""
                 };
                 return Err(Error::new(
-                    ErrorKind::Handshake,
-                    "handshake.plugin_exited",
+                    Code::HandshakePluginExited,
                     format!("plugin {} {} before the handshake", self.name, how),
                 )
                 .with_hint(format!("{report}{cookie_hint}")));
@@ -922,8 +905,7 @@ impl PluginClient {
             Err(_) => {
                 let report = self.stderr_report().await;
                 return Err(Error::new(
-                    ErrorKind::Timeout,
-                    "handshake.timeout",
+                    Code::HandshakeTimeout,
                     format!(
                         "plugin {} printed no handshake within {timeout:?}",
                         self.name
@@ -956,18 +938,14 @@ impl PluginClient {
                     tail.join("\n    ")
                 ));
             }
-            Error::new(
-                err.kind(),
-                err.code(),
-                format!("plugin {} {what}", self.name),
-            )
-            .with_hint(hint)
-            .with_source(err)
+            Error::new(err.code(), format!("plugin {} {what}", self.name))
+                .with_hint(hint)
+                .with_source(err)
         };
         let parsed =
             HandshakeLine::parse(line).map_err(|e| with_context(e, "sent an invalid handshake"))?;
         rpcplugin_handshake::check_line(&parsed, versions).map_err(|e| {
-            let what = if e.code() == "handshake.incompatible_app_version" {
+            let what = if e.code() == Code::HandshakeIncompatibleAppVersion {
                 "has no app protocol version in common with this host"
             } else {
                 "cannot be used by this host"
@@ -977,8 +955,7 @@ impl PluginClient {
         let network = parsed.endpoint.network();
         if !networks.contains(&network) {
             return Err(Error::new(
-                ErrorKind::Config,
-                "config.transport_not_allowed",
+                Code::ConfigTransportNotAllowed,
                 format!("plugin {} serves over {network}, which this host does not accept", self.name),
             )
             .with_hint(format!(
@@ -1038,8 +1015,7 @@ impl PluginClient {
                 return security.with_source(err);
             }
             Error::new(
-                ErrorKind::Transport,
-                "transport.connect",
+                Code::TransportConnect,
                 format!("cannot connect to plugin {} at {}", self.name, self.handshake.endpoint),
             )
             .with_source(err)
@@ -1055,8 +1031,7 @@ impl PluginClient {
         match tokio::time::timeout(Duration::from_secs(5), health.check(request)).await {
             Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
             Ok(Ok(reply)) => Err(Error::new(
-                ErrorKind::Protocol,
-                "protocol.not_serving",
+                Code::ProtocolNotServing,
                 format!(
                     "plugin {} reports health status {}",
                     self.name,
@@ -1076,8 +1051,7 @@ impl PluginClient {
             }
             Ok(Err(status)) => Err(health_error(&self.name, status)),
             Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                "protocol.health_timeout",
+                Code::ProtocolHealthTimeout,
                 format!(
                     "plugin {} did not answer its health check within 5s",
                     self.name
@@ -1162,8 +1136,7 @@ impl Target {
             Some(session) => {
                 let closed = |err: std::io::Error| {
                     Error::new(
-                        ErrorKind::Transport,
-                        "transport.connect",
+                        Code::TransportConnect,
                         "the multiplexed connection to the plugin is closed",
                     )
                     .with_source(err)
@@ -1185,8 +1158,7 @@ impl Target {
                 )
                 .await
                 .map_err(|err| {
-                    Error::new(ErrorKind::Security, "security.tls", "tls handshake failed")
-                        .with_source(err)
+                    Error::new(Code::SecurityTls, "tls handshake failed").with_source(err)
                 })?,
         };
         Ok(TokioIo::new(stream))
@@ -1205,8 +1177,7 @@ impl Target {
 
 fn health_error(name: &str, status: tonic::Status) -> Error {
     Error::new(
-        ErrorKind::Protocol,
-        "protocol.health",
+        Code::ProtocolHealth,
         format!("plugin {name} failed its health check"),
     )
     .with_source(status)
@@ -1218,8 +1189,7 @@ fn health_error(name: &str, status: tonic::Status) -> Error {
 fn verify_checksum(program: &OsStr, env: &Environment, expected: &Sha256) -> Result<OsString> {
     let path = resolve_program(program, env).ok_or_else(|| {
         Error::new(
-            ErrorKind::Process,
-            "process.spawn",
+            Code::ProcessSpawn,
             format!("cannot find plugin {}", program.to_string_lossy()),
         )
         .with_hint("give a path to the plugin executable, or put its directory on PATH")
@@ -1227,8 +1197,7 @@ fn verify_checksum(program: &OsStr, env: &Environment, expected: &Sha256) -> Res
     let actual = Sha256::of_file(&path)?;
     if actual != *expected {
         return Err(Error::new(
-            ErrorKind::Security,
-            "security.checksum_mismatch",
+            Code::SecurityChecksumMismatch,
             format!(
                 "plugin {} has SHA-256 {actual}, expected {expected}",
                 path.display()

@@ -82,6 +82,7 @@ mod versions;
 
 pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
+use rpcplugin_core::Code;
 pub use rpcplugin_core::{Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm};
 #[cfg(feature = "otel")]
@@ -452,7 +453,7 @@ impl Builder {
                 // developer misconfigured is explained by the error itself.
                 if matches!(
                     err.code(),
-                    "handshake.missing_cookie" | "handshake.bad_cookie"
+                    Code::HandshakeMissingCookie | Code::HandshakeBadCookie
                 ) {
                     eprintln!("{}\n", rpcplugin_handshake::NOT_A_TERMINAL_PROGRAM);
                 }
@@ -492,8 +493,7 @@ impl Builder {
             versions::served_versions(self.versions.as_deref(), self.versioned.keys().copied());
         if versions.is_empty() {
             return Err(Error::new(
-                ErrorKind::Config,
-                "config.no_versions",
+                Code::ConfigNoVersions,
                 "the plugin serves no app protocol version",
             )
             .with_hint("call .protocol_version(N) or .versioned_services(N, ..) on the plugin server builder"));
@@ -541,8 +541,7 @@ impl Builder {
             });
         if self.debug && tls.is_none() && transports.first() == Some(&Network::Tcp) {
             return Err(Error::new(
-                ErrorKind::Security,
-                "security.debug_plaintext_tcp",
+                Code::SecurityDebugPlaintextTcp,
                 "a debug-mode plugin does not serve plaintext over tcp",
             )
             .with_hint(
@@ -799,14 +798,8 @@ pub(crate) fn http2_tuned(builder: tonic::transport::Server) -> tonic::transport
 }
 
 fn server_result(result: std::result::Result<(), tonic::transport::Error>) -> Result<()> {
-    result.map_err(|err| {
-        Error::new(
-            ErrorKind::Transport,
-            "transport.serve",
-            "the gRPC server failed",
-        )
-        .with_source(err)
-    })
+    result
+        .map_err(|err| Error::new(Code::TransportServe, "the gRPC server failed").with_source(err))
 }
 
 /// The environment a debug-mode plugin acts on: nothing from a host.
@@ -829,8 +822,7 @@ fn received_env(
 ) -> Result<ReceivedEnv> {
     let Some((key, value)) = settings.magic_cookie(cookie) else {
         return Err(Error::new(
-            ErrorKind::Config,
-            "config.missing_cookie",
+            Code::ConfigMissingCookie,
             "no magic cookie configured for this plugin",
         )
         .with_hint(
@@ -864,8 +856,7 @@ fn print_reattach(line: &HandshakeLine) -> Result<()> {
         .and_then(|()| stdout.flush())
         .map_err(|err| {
             Error::new(
-                ErrorKind::Handshake,
-                "handshake.write",
+                Code::HandshakeWrite,
                 "cannot write the reattach information to stdout",
             )
             .with_source(err)
@@ -881,8 +872,7 @@ fn print_handshake(line: &HandshakeLine) -> Result<()> {
         .and_then(|()| stdout.flush())
         .map_err(|err| {
             Error::new(
-                ErrorKind::Handshake,
-                "handshake.write",
+                Code::HandshakeWrite,
                 "cannot write the handshake line to stdout",
             )
             .with_source(err)
@@ -901,8 +891,7 @@ fn add_reflection(routes: &mut RoutesBuilder, extra: &[&'static [u8]]) -> Result
     }
     let reflection_error = |err: tonic_reflection::server::Error| {
         Error::new(
-            ErrorKind::Config,
-            "config.reflection",
+            Code::ConfigReflection,
             "cannot build the gRPC reflection service",
         )
         .with_source(err)
@@ -923,12 +912,7 @@ fn spawn_stop_sources(
 ) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal as unix_signal};
     let signal_error = |err: std::io::Error| {
-        Error::new(
-            ErrorKind::Process,
-            "process.signal",
-            "cannot install signal handlers",
-        )
-        .with_source(err)
+        Error::new(Code::ProcessSignal, "cannot install signal handlers").with_source(err)
     };
     let mut term = unix_signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut int = unix_signal(SignalKind::interrupt()).map_err(signal_error)?;

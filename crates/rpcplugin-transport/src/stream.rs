@@ -1,10 +1,11 @@
 //! Connected byte streams, and connecting to an endpoint.
 
+use rpcplugin_core::Code;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
+use rpcplugin_core::{Endpoint, Error, Network, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -165,7 +166,7 @@ fn connect_error(endpoint: &Endpoint, e: io::Error) -> Error {
         ),
         _ => None,
     };
-    let err = Error::new(ErrorKind::Transport, "transport.connect", message).with_source(e);
+    let err = Error::new(Code::TransportConnect, message).with_source(e);
     match hint {
         Some(hint) => err.with_hint(hint),
         None => err,
@@ -183,8 +184,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("plugin.sock");
         let err = connect(&Endpoint::Unix(path.clone())).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Transport);
-        assert_eq!(err.code(), "transport.connect");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Transport);
+        assert_eq!(err.code(), Code::TransportConnect);
         assert!(err.to_string().contains(&path.display().to_string()));
         assert_eq!(
             err.hint(),
@@ -214,7 +215,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let err = connect(&Endpoint::Tcp(addr)).await.unwrap_err();
-        assert_eq!(err.code(), "transport.connect");
+        assert_eq!(err.code(), Code::TransportConnect);
         assert!(err.to_string().contains(&addr.to_string()));
         assert!(err.hint().unwrap().contains(&addr.to_string()));
     }
@@ -223,6 +224,6 @@ mod tests {
     async fn connect_to_overlong_socket_path_explains() {
         let path = std::path::PathBuf::from(format!("/tmp/{}", "x".repeat(200)));
         let err = connect(&Endpoint::Unix(path)).await.unwrap_err();
-        assert_eq!(err.code(), "transport.socket_path_too_long");
+        assert_eq!(err.code(), Code::TransportSocketPathTooLong);
     }
 }
