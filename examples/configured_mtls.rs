@@ -59,19 +59,11 @@ fn plugin_main() -> ExitCode {
 
 /// The files an operator would deploy: the CA certificate, and each side's
 /// certificate and key. Keys are written 0600.
-fn write_pki(dir: &Path, ca: &CertificateAuthority) -> Result<(), rpcplugin::Error> {
+fn write_pki(dir: &Path, ca: &CertificateAuthority) -> Result<(), BoxError> {
     let server = ca.issue(Role::Server, KeyAlgorithm::default())?;
-    let io = |e: std::io::Error| {
-        rpcplugin::Error::new(
-            rpcplugin::ErrorKind::Config,
-            "example.io",
-            "cannot write certificates",
-        )
-        .with_source(e)
-    };
-    std::fs::write(dir.join("ca.pem"), ca.identity().cert_pem()).map_err(io)?;
-    std::fs::write(dir.join("plugin.pem"), server.cert_pem()).map_err(io)?;
-    write_private(&dir.join("plugin.key"), &server.key_pem()).map_err(io)?;
+    std::fs::write(dir.join("ca.pem"), ca.identity().cert_pem())?;
+    std::fs::write(dir.join("plugin.pem"), server.cert_pem())?;
+    write_private(&dir.join("plugin.key"), &server.key_pem())?;
     Ok(())
 }
 
@@ -86,22 +78,18 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .write_all(text.as_bytes())
 }
 
-async fn host_main() -> Result<(), rpcplugin::Error> {
+/// Any error: rpcplugin's own (with a hint), I/O, or a call's `Status`.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn host_main() -> Result<(), BoxError> {
     let dir = std::env::temp_dir().join(format!("rpcplugin-pki-{}", std::process::id()));
     let result = run_host(&dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn run_host(dir: &Path) -> Result<(), rpcplugin::Error> {
-    std::fs::create_dir(dir).map_err(|e| {
-        rpcplugin::Error::new(
-            rpcplugin::ErrorKind::Config,
-            "example.io",
-            "cannot make a temp dir",
-        )
-        .with_source(e)
-    })?;
+async fn run_host(dir: &Path) -> Result<(), BoxError> {
+    std::fs::create_dir(dir)?;
     let ca = CertificateAuthority::generate(KeyAlgorithm::EcdsaP384, "example plugin CA")?;
     write_pki(dir, &ca)?;
     let host_identity = ca.issue(Role::Client, KeyAlgorithm::default())?;
@@ -131,14 +119,7 @@ async fn run_host(dir: &Path) -> Result<(), rpcplugin::Error> {
         .await?;
     let reply = KvClient::new(plugin.channel())
         .get(GetRequest { key: "k".into() })
-        .await
-        .map_err(|e| {
-            rpcplugin::Error::new(
-                rpcplugin::ErrorKind::Protocol,
-                "example.call",
-                e.to_string(),
-            )
-        })?;
+        .await?;
     println!(
         "plugin pid {} (mutual TLS: {}) says: {}",
         plugin.pid(),
@@ -176,7 +157,7 @@ fn main() -> ExitCode {
     match runtime.block_on(host_main()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{}", rpcplugin::render(&err));
+            eprintln!("{}", rpcplugin::render(&*err));
             ExitCode::FAILURE
         }
     }

@@ -49,7 +49,10 @@ fn plugin_main() -> ExitCode {
 
 // ---- the host ---------------------------------------------------------------
 
-async fn host_main() -> Result<(), rpcplugin::Error> {
+/// Any error: rpcplugin's own (with a hint) or a call's `Status`.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn host_main() -> Result<(), BoxError> {
     let me = std::env::current_exe().expect("the path of this program");
     let started = std::time::Instant::now();
     let plugin = rpcplugin::plugin_client(me)
@@ -65,25 +68,16 @@ async fn host_main() -> Result<(), rpcplugin::Error> {
     );
 
     let mut kv = KvClient::new(plugin.channel());
-    let call = |e: Status| {
-        rpcplugin::Error::new(
-            rpcplugin::ErrorKind::Protocol,
-            "example.call",
-            e.to_string(),
-        )
-    };
     kv.put(PutRequest {
         key: "hello".into(),
         value: b"world".to_vec(),
     })
-    .await
-    .map_err(call)?;
+    .await?;
     let reply = kv
         .get(GetRequest {
             key: "hello".into(),
         })
-        .await
-        .map_err(call)?;
+        .await?;
     println!(
         "hello = {}",
         String::from_utf8_lossy(&reply.into_inner().value)
@@ -108,7 +102,8 @@ fn main() -> ExitCode {
     match runtime.block_on(host_main()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{}", rpcplugin::render(&err));
+            // render() shows the cause chain and every hint rpcplugin's errors carry.
+            eprintln!("{}", rpcplugin::render(&*err));
             ExitCode::FAILURE
         }
     }

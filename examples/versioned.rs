@@ -13,6 +13,7 @@
 //! an error naming both sides' versions.
 
 use anyhow::{Context, ensure};
+use rpcplugin::Code;
 use rpcplugin::proto::examples::bench::Payload;
 use rpcplugin::proto::examples::bench::bench_client::BenchClient;
 use rpcplugin::proto::examples::bench::bench_server::{Bench, BenchServer};
@@ -146,7 +147,7 @@ async fn run_host() -> anyhow::Result<()> {
         err.code(),
         rpcplugin::render(&err)
     );
-    ensure!(err.code() == "handshake.incompatible_app_version");
+    ensure!(err.code() == Code::HandshakeIncompatibleAppVersion);
     Ok(())
 }
 

@@ -91,7 +91,9 @@
 //!   both through `tracing-opentelemetry`, re-exported here with `opentelemetry` in
 //!   the versions rpcplugin uses.
 
-pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result, render};
+pub use rpcplugin_core::{
+    Code, Endpoint, Error, ErrorKind, Network, ParseCodeError, Result, render,
+};
 /// One side's TLS choices (what it presents, what it trusts, AutoMTLS or not),
 /// given to a host's or a plugin's builder with `.tls(..)`.
 pub use rpcplugin_crypto::TlsConfig;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use rpcplugin::Code;
 use std::time::{Duration, Instant};
 
 use common::{example, init_tracing, show, socket_path, wait_until, within};
@@ -158,7 +159,7 @@ async fn dialling_an_id_nobody_serves_times_out_with_a_hint() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert_eq!(err.code(), "broker.dial_timeout");
+    assert_eq!(err.code(), Code::BrokerDialTimeout);
     assert_eq!(err.kind(), rpcplugin::ErrorKind::Timeout);
     assert!(err.to_string().contains("99"), "{err}");
     assert!(common::hint(&err).contains("AcceptAndServe(99"));
@@ -262,7 +263,7 @@ async fn a_plugin_that_dies_with_a_brokered_stream_open_ends_it_and_closes_the_b
         .map(|_| ())
         .map_err(show)
         .expect_err("no dial after the plugin is gone");
-    assert_eq!(err.code(), "broker.closed");
+    assert_eq!(err.code(), Code::BrokerClosed);
     assert!(err.to_string().contains("stream ended"), "{err}");
     let stopped = within(CALL, "stop", plugin.stop()).await.unwrap();
     assert_eq!(stopped.method, rpcplugin::client::StopMethod::AlreadyExited);
@@ -388,7 +389,7 @@ async fn a_multiplexed_dial_of_an_id_nobody_serves_is_refused_at_once() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(err.code(), "broker.knock_refused");
+    assert_eq!(err.code(), Code::BrokerKnockRefused);
     assert!(err.to_string().contains("no listener for id 99"), "{err}");
     assert!(common::hint(&err).contains("AcceptAndServe(99"));
     plugin.stop().await.unwrap();

@@ -3,6 +3,7 @@
 
 mod common;
 
+use rpcplugin::Code;
 use std::time::Duration;
 
 use common::{kv_plugin, within};
@@ -108,7 +109,7 @@ async fn a_mistake_in_the_plugins_config_file_reaches_the_host_with_file_and_lin
     .unwrap_err();
     let text = rpcplugin::render(&err);
     println!("{text}");
-    assert_eq!(err.code(), "handshake.plugin_exited");
+    assert_eq!(err.code(), Code::HandshakePluginExited);
     assert!(
         text.contains(&format!("{} line 2", file.display())),
         "{text}"
@@ -121,7 +122,7 @@ async fn a_mistake_in_the_hosts_config_file_is_refused_before_anything_starts() 
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "host.json", r#"{"handshake_timout": 5}"#);
     let err = kv_plugin().config_file(&file).start().await.unwrap_err();
-    assert_eq!(err.code(), "config.unknown_key");
+    assert_eq!(err.code(), Code::ConfigUnknownKey);
     assert!(
         err.to_string().contains("did you mean `handshake_timeout`"),
         "{err}"

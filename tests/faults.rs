@@ -6,6 +6,7 @@
 
 mod common;
 
+use rpcplugin::Code;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -373,7 +374,7 @@ async fn a_cpu_limit_ends_a_runaway_plugin() {
     let started = Instant::now();
     let err = within(LIMIT, "start", builder.start()).await.unwrap_err();
     println!("{}", rpcplugin::render(&err));
-    assert_eq!(err.code(), "handshake.plugin_exited");
+    assert_eq!(err.code(), Code::HandshakePluginExited);
     // SIGXCPU is signal 24 on Linux.
     assert!(err.to_string().contains("killed by signal 24"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));

@@ -11,6 +11,7 @@ mod common;
 
 use common::events::{Seen, events_of};
 use common::{COOKIE, example, go_peers, hint, within};
+use rpcplugin::Code;
 use rpcplugin::client::{StdioChannel, StopMethod};
 use rpcplugin::proto::examples::kv::kv_client::KvClient;
 use rpcplugin::proto::examples::kv::{GetRequest, PutRequest};
@@ -290,7 +291,7 @@ async fn stray_stdout_before_the_handshake_is_reported_quoted() {
         .await
         .expect_err("a line before the handshake is refused");
     let err = common::show(err);
-    assert_eq!(err.code(), "handshake.unrecognized_line");
+    assert_eq!(err.code(), Code::HandshakeUnrecognizedLine);
     // go-plugin's wording, with the line quoted.
     let rendered = rpcplugin::render(&err);
     assert!(

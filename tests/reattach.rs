@@ -4,6 +4,7 @@
 
 mod common;
 
+use rpcplugin::Code;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -189,7 +190,7 @@ async fn attaching_over_tcp_needs_a_certificate_from_the_plugins_ca() {
         .map(|_| ())
         .map_err(show)
         .expect_err("a stranger's certificate is refused");
-    assert_eq!(err.code(), "security.client_cert_rejected");
+    assert_eq!(err.code(), Code::SecurityClientCertRejected);
     assert!(pid_alive(plugin.child.id()));
 }
 
@@ -232,6 +233,6 @@ async fn attaching_to_a_plugin_that_exited_says_so() {
         .map(|_| ())
         .map_err(show)
         .expect_err("the plugin is gone");
-    assert_eq!(err.code(), "process.reattach_gone");
+    assert_eq!(err.code(), Code::ProcessReattachGone);
     assert!(common::hint(&err).contains("debug mode"));
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use rpcplugin::Code;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -118,7 +119,7 @@ async fn raw_channel(endpoint: Endpoint, tls: Option<Arc<ClientConfig>>) -> Chan
                     )
                     .await
                     .map_err(|e| {
-                        rpcplugin::Error::new(ErrorKind::Security, "test.tls", "tls").with_source(e)
+                        rpcplugin::Error::new(rpcplugin::Code::SecurityTls, "tls").with_source(e)
                     })?,
             };
             Ok::<_, rpcplugin::Error>(hyper_util::rt::TokioIo::new(stream))
@@ -259,7 +260,7 @@ async fn the_plugin_refuses_an_expired_host_certificate_at_start() {
 #[tokio::test]
 async fn the_host_refuses_to_present_an_expired_certificate() {
     let err = start_err(kv_plugin().identity(expired(Role::Client))).await;
-    assert_eq!(err.code(), "crypto.cert_expired");
+    assert_eq!(err.code(), Code::CryptoCertExpired);
     assert_eq!(err.kind(), ErrorKind::Security);
     assert!(err.to_string().contains("host's certificate"), "{err}");
     assert!(hint(&err).contains("issue a new certificate"));
@@ -278,7 +279,7 @@ async fn the_host_refuses_a_plugin_that_answers_in_plaintext() {
         .env("PLUGIN_AUTO_MTLS", "false");
     let err = start_err(builder).await;
     assert_eq!(err.kind(), ErrorKind::Security);
-    assert_eq!(err.code(), "security.plaintext_handshake");
+    assert_eq!(err.code(), Code::SecurityPlaintextHandshake);
     assert!(err.to_string().contains("plaintext"), "{err}");
     assert!(hint(&err).contains("does not fall back to plaintext"));
     assert!(hint(&err).contains("handshake line was"), "shows the line");
@@ -310,7 +311,7 @@ async fn the_host_refuses_a_server_presenting_another_certificate() {
         .env("PLUGIN_SERVER_KEY", served.key_pem());
     let err = start_err(builder).await;
     assert_eq!(err.kind(), ErrorKind::Security);
-    assert_eq!(err.code(), "security.server_cert_rejected");
+    assert_eq!(err.code(), Code::SecurityServerCertRejected);
     assert!(
         err.to_string().contains("not the pinned certificate"),
         "{err}"
@@ -336,7 +337,7 @@ async fn a_checksum_mismatch_refuses_to_launch_and_names_both_digests() {
         .checksum(expected);
     let err = start_err(builder).await;
     assert_eq!(err.kind(), ErrorKind::Security);
-    assert_eq!(err.code(), "security.checksum_mismatch");
+    assert_eq!(err.code(), Code::SecurityChecksumMismatch);
     let text = err.to_string();
     assert!(text.contains(&actual.to_string()), "{text}");
     assert!(text.contains(&expected.to_string()), "{text}");
@@ -415,7 +416,7 @@ async fn configured_ca_certificates_work_and_a_foreign_host_is_refused() {
         .server_ca_roots([pki.ca.certificate().clone()]);
     let err = start_err(builder).await;
     assert_eq!(err.kind(), ErrorKind::Security);
-    assert_eq!(err.code(), "security.client_cert_rejected");
+    assert_eq!(err.code(), Code::SecurityClientCertRejected);
     assert!(hint(&err).contains("PLUGIN_CLIENT_ROOT_CERTS"));
 }
 
@@ -428,7 +429,7 @@ async fn a_host_expecting_another_ca_refuses_the_plugin() {
         .identity(host)
         .server_ca_roots([other_ca.certificate().clone()]);
     let err = start_err(builder).await;
-    assert_eq!(err.code(), "security.server_cert_rejected");
+    assert_eq!(err.code(), Code::SecurityServerCertRejected);
     assert!(err.to_string().contains("trusted ca"), "{err}");
     assert!(hint(&err).contains("PLUGIN_SERVER_ROOT_CERTS"));
 }
@@ -455,7 +456,7 @@ async fn a_tls_config_value_is_what_the_setters_set() {
         .tls(config)
         .server_ca_roots([other_ca.certificate().clone()]);
     let err = start_err(builder).await;
-    assert_eq!(err.code(), "security.server_cert_rejected");
+    assert_eq!(err.code(), Code::SecurityServerCertRejected);
 
     let plaintext = kv_plugin().tls(rpcplugin::TlsConfig::new().auto_mtls(false));
     let plugin = common::within(LIMIT, "start", plaintext.start())

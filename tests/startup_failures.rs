@@ -3,6 +3,7 @@
 
 mod common;
 
+use rpcplugin::Code;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ async fn start_err(builder: rpcplugin::client::Builder) -> rpcplugin::Error {
 async fn wrong_cookie_is_explained_with_plugin_stderr() {
     init_tracing();
     let err = start_err(kv_plugin().handshake(COOKIE.0, "nope")).await;
-    assert_eq!(err.code(), "handshake.plugin_exited");
+    assert_eq!(err.code(), Code::HandshakePluginExited);
     assert_eq!(err.kind(), ErrorKind::Handshake);
     let message = err.to_string();
     assert!(message.contains("kv_plugin"), "message: {message}");
@@ -55,7 +56,7 @@ async fn plugin_exiting_early_reports_status_and_stderr() {
         .args(["-c", "echo boom >&2; exit 3"])
         .handshake(COOKIE.0, COOKIE.1);
     let err = start_err(builder).await;
-    assert_eq!(err.code(), "handshake.plugin_exited");
+    assert_eq!(err.code(), Code::HandshakePluginExited);
     assert_eq!(err.kind(), ErrorKind::Handshake);
     let message = err.to_string();
     assert!(
@@ -82,7 +83,7 @@ async fn garbage_instead_of_handshake_kills_the_process_group() {
         ])
         .handshake(COOKIE.0, COOKIE.1);
     let err = start_err(builder).await;
-    assert_eq!(err.code(), "handshake.unrecognized_line");
+    assert_eq!(err.code(), Code::HandshakeUnrecognizedLine);
     assert_eq!(err.kind(), ErrorKind::Handshake);
     let hint = hint(&err);
     assert!(hint.contains("\"hello-from-plugin\""), "hint: {hint}");
@@ -122,7 +123,7 @@ async fn no_common_protocol_version_is_refused_and_plugin_stopped() {
         .handshake(COOKIE.0, COOKIE.1)
         .protocol_versions([2]);
     let err = start_err(builder).await;
-    assert_eq!(err.code(), "handshake.incompatible_app_version");
+    assert_eq!(err.code(), Code::HandshakeIncompatibleAppVersion);
     assert_eq!(err.kind(), ErrorKind::Handshake);
     let rendered = rpcplugin::render(&err);
     assert!(
@@ -156,7 +157,7 @@ async fn handshake_timeout_is_bounded_and_kills_the_plugin() {
     let took = started.elapsed();
     println!("start() failed after {took:?}");
     assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert_eq!(err.code(), "handshake.timeout");
+    assert_eq!(err.code(), Code::HandshakeTimeout);
     assert!(err.is_timeout());
     let message = err.to_string();
     assert!(message.contains("500ms"), "message: {message}");

@@ -237,5 +237,5 @@ async fn a_bad_first_start_is_reported_not_retried() {
     let err = Supervisor::start(builder, fast(RestartPolicy::Always))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "process.spawn");
+    assert_eq!(err.code(), rpcplugin::Code::ProcessSpawn);
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{example, init_tracing, show};
+use rpcplugin::Code;
 use rpcplugin::client::PluginClient;
 use rpcplugin::proto::examples::bench::Payload;
 use rpcplugin::proto::examples::bench::bench_client::BenchClient;
@@ -83,7 +84,7 @@ async fn no_version_in_common_is_a_clear_error() {
         .map(|_| ())
         .map_err(show)
         .expect_err("the plugin serves 1 and 2 only");
-    assert_eq!(err.code(), "handshake.incompatible_app_version");
+    assert_eq!(err.code(), Code::HandshakeIncompatibleAppVersion);
     assert_eq!(err.kind(), rpcplugin::ErrorKind::Handshake);
     assert!(
         err.to_string()

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 //!
-//! - `codegen [--check]`: regenerate (or check) the committed gRPC code from `proto/`.
+//! - `codegen [--check]`: regenerate (or check) the committed gRPC code from `proto/`,
+//!   docs/configuration.md, and the list of error codes in docs/troubleshooting.md.
 //! - `interop [go|python|terraform]`: run rpcplugin's examples against real
 //!   go-plugin (Go) and pyvider-rpcplugin (Python) peers, installing what is missing,
 //!   and the example Terraform provider under the real Terraform CLI
@@ -15,6 +16,7 @@
 
 mod bench;
 mod codegen;
+mod codesdoc;
 mod configdoc;
 mod deny;
 mod fuzz;
@@ -32,7 +34,8 @@ fn main() -> Result<()> {
         Some("codegen") => {
             let check = args.iter().any(|a| a == "--check");
             codegen::run(&root, check)?;
-            configdoc::run(&root, check)
+            configdoc::run(&root, check)?;
+            codesdoc::run(&root, check)
         }
         Some("interop") => interop::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &args[1..]),
@@ -43,7 +46,7 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 codegen [--check]   regenerate the committed gRPC code and docs/configuration.md (or fail if stale)\n  \
+                 codegen [--check]   regenerate the committed gRPC code, docs/configuration.md and the error codes of docs/troubleshooting.md (or fail if stale)\n  \
                  interop [go|python|terraform]\n                      \
                  run the examples against go-plugin and pyvider peers, the provider under Terraform\n  \
                  interop terraform --bench [--rounds N]\n                      \
@@ -122,6 +125,7 @@ fn ci(root: &Path) -> Result<()> {
     run_cmd(root, "cargo", &["fmt", "--all", "--", "--check"], &[])?;
     codegen::run(root, true)?;
     configdoc::run(root, true)?;
+    codesdoc::run(root, true)?;
     deny::run(root)?;
     run_cmd(
         root,

@@ -1,12 +1,13 @@
 //! The broker's state, shared by the application's handle ([`GrpcBroker`]) and the
 //! owner's ([`Driver`]), and the errors that name why a broker is unusable.
 
+use rpcplugin_core::Code;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_proto::plugin::ConnInfo;
 use tokio::sync::{mpsc, watch};
 use tonic::service::Routes;
@@ -299,8 +300,7 @@ impl Inner {
             Some(config) => Ok(config),
             None if self.is_closed() => Err(self.closed_error()),
             None => Err(Error::new(
-                ErrorKind::Config,
-                "broker.not_serving",
+                Code::BrokerNotServing,
                 "the broker is not usable before the plugin serves",
             )
             .with_hint("use the broker from inside your services' handlers, once serve() runs")),
@@ -334,7 +334,7 @@ impl Inner {
                 "brokered connections live as long as the plugin client",
             ),
         };
-        Error::new(ErrorKind::Transport, "broker.closed", message).with_hint(hint)
+        Error::new(Code::BrokerClosed, message).with_hint(hint)
     }
 }
 
@@ -359,11 +359,11 @@ mod tests {
             .accept_and_serve(1, Routes::default())
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "broker.not_serving");
+        assert_eq!(err.code(), Code::BrokerNotServing);
         assert!(err.hint().unwrap().contains("serve()"), "{err:?}");
         assert_eq!(
             broker.dial(1).await.unwrap_err().code(),
-            "broker.not_serving"
+            Code::BrokerNotServing
         );
         assert_eq!(broker.dial_timeout(), DEFAULT_BROKER_DIAL_TIMEOUT);
     }
@@ -373,7 +373,7 @@ mod tests {
         let host = Driver::new(Role::Host);
         host.close();
         let err = host.broker().dial(1).await.unwrap_err();
-        assert_eq!(err.code(), "broker.closed");
+        assert_eq!(err.code(), Code::BrokerClosed);
         assert_eq!(
             err.message(),
             "the broker is closed: the plugin was stopped"
@@ -390,7 +390,7 @@ mod tests {
             .accept_and_serve(1, Routes::default())
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "broker.closed");
+        assert_eq!(err.code(), Code::BrokerClosed);
         assert!(err.message().contains("the plugin is stopping"), "{err:?}");
     }
 

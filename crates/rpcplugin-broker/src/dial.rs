@@ -2,11 +2,12 @@
 //! stream of the multiplexed session, with TLS on each connection, as one tonic
 //! `Channel` connected at once so that failures show at dial time.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
+use rpcplugin_core::{Endpoint, Error, Network, Result};
 use rpcplugin_proto::plugin::ConnInfo;
 use rpcplugin_transport::rustls::ClientConfig;
 use rpcplugin_transport::rustls::pki_types::ServerName;
@@ -22,8 +23,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) fn announced_endpoint(info: &ConnInfo) -> Result<Endpoint> {
     let bad = |why: &str| {
         Error::new(
-            ErrorKind::Protocol,
-            "broker.bad_address",
+            Code::BrokerBadAddress,
             format!(
                 "broker id {} was announced at {:?} {:?}, which cannot be dialled",
                 info.service_id, info.network, info.address
@@ -64,25 +64,22 @@ pub(crate) async fn connect_channel(
         }
     };
     channel(connector, CONNECT_TIMEOUT).await.map_err(|err| {
-        let (kind, code, hint) = match TlsFailure::find(&err) {
+        let (code, hint) = match TlsFailure::find(&err) {
             Some(failure) => (
-                ErrorKind::Security,
-                "security.tls",
+                Code::SecurityTls,
                 format!(
                     "TLS with the brokered server failed ({failure}); brokered connections use \
                      the same certificates as the plugin's own connection"
                 ),
             ),
             None => (
-                ErrorKind::Transport,
-                "broker.connect",
+                Code::BrokerConnect,
                 "the id was announced but nothing accepts connections there; the server \
                  behind it may have stopped"
                     .to_owned(),
             ),
         };
         Error::new(
-            kind,
             code,
             format!("cannot connect to broker id {id} at {endpoint}"),
         )
@@ -116,14 +113,13 @@ pub(crate) async fn connect_muxed(
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
             while let Some(e) = source {
                 if let Some(ours) = e.downcast_ref::<Error>() {
-                    return Error::new(ours.kind(), ours.code(), ours.to_string())
+                    return Error::new(ours.code(), ours.to_string())
                         .with_hint(ours.hint().unwrap_or_default().to_owned());
                 }
                 source = e.source();
             }
             Error::new(
-                ErrorKind::Transport,
-                "broker.connect",
+                Code::BrokerConnect,
                 format!("cannot connect to broker id {id} over the multiplexed connection"),
             )
             .with_source(err)
@@ -142,16 +138,14 @@ async fn knock_and_open(
     broker.inner.knock(id, timeout).await?;
     let session = router.session().ok_or_else(|| {
         Error::new(
-            ErrorKind::Transport,
-            "broker.closed",
+            Code::BrokerClosed,
             format!("cannot dial broker id {id}: the multiplexed connection is closed"),
         )
         .with_hint("the other side went away, or this one is stopping")
     })?;
     session.open().await.map_err(|err| {
         Error::new(
-            ErrorKind::Transport,
-            "broker.connect",
+            Code::BrokerConnect,
             format!("cannot open a multiplexed stream for broker id {id}"),
         )
         .with_source(err)
@@ -167,8 +161,7 @@ async fn secure(stream: Stream, tls: Option<Arc<ClientConfig>>) -> Result<TokioI
             .connect_tls(config, localhost(), DEFAULT_TLS_HANDSHAKE_TIMEOUT)
             .await
             .map_err(|err| {
-                Error::new(ErrorKind::Security, "security.tls", "tls handshake failed")
-                    .with_source(err)
+                Error::new(Code::SecurityTls, "tls handshake failed").with_source(err)
             })?,
     };
     Ok(TokioIo::new(stream))
@@ -219,7 +212,11 @@ mod tests {
         );
         for (network, address) in [("", ""), ("unix", ""), ("tcp", "localhost"), ("pipe", "x")] {
             let err = announced_endpoint(&info(network, address)).unwrap_err();
-            assert_eq!(err.code(), "broker.bad_address", "{network:?} {address:?}");
+            assert_eq!(
+                err.code(),
+                Code::BrokerBadAddress,
+                "{network:?} {address:?}"
+            );
             assert!(err.hint().is_some());
         }
     }

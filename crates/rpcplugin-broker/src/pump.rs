@@ -136,6 +136,7 @@ pub(crate) fn join(
 
 #[cfg(test)]
 mod tests {
+    use rpcplugin_core::Code;
     use std::time::Duration;
 
     use std::sync::Arc;
@@ -243,7 +244,7 @@ mod tests {
         );
         assert_eq!(
             host.broker().dial(1).await.unwrap_err().code(),
-            "broker.closed"
+            Code::BrokerClosed
         );
     }
 
@@ -253,7 +254,7 @@ mod tests {
         let refused = tokio_stream::once(Err(Status::unimplemented("no such service")));
         host.pump(refused, mpsc::channel(1).0).await;
         let err = host.broker().dial(1).await.unwrap_err();
-        assert_eq!(err.code(), "broker.closed");
+        assert_eq!(err.code(), Code::BrokerClosed);
         assert!(err.message().contains("serves no broker"), "{err:?}");
     }
 
@@ -266,7 +267,7 @@ mod tests {
             .dial_with_timeout(8, Duration::from_millis(50))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "broker.dial_timeout");
+        assert_eq!(err.code(), Code::BrokerDialTimeout);
         assert!(
             err.message().contains("the host announced no broker id 8"),
             "{err:?}"
@@ -336,7 +337,7 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        assert_eq!(err.code(), "broker.knock_refused");
+        assert_eq!(err.code(), Code::BrokerKnockRefused);
         assert!(
             err.message()
                 .contains("the plugin refused broker id 42: no listener for id 42"),
@@ -419,7 +420,7 @@ mod tests {
         join(&host, &plugin);
         let (id, _served) = serve_nothing(&host).await;
         let err = plugin.broker().dial(id).await.unwrap_err();
-        assert_eq!(err.code(), "security.tls", "{err:?}");
+        assert_eq!(err.code(), Code::SecurityTls, "{err:?}");
         assert!(
             err.message().contains(&format!("broker id {id}")),
             "{err:?}"

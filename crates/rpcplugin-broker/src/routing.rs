@@ -2,10 +2,11 @@
 //! waiting for its id (or is kept for the next one), a knock is answered with an
 //! acknowledgement, and a dial waits, bounded, for either.
 
+use rpcplugin_core::Code;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rpcplugin_proto::plugin::ConnInfo;
 use rpcplugin_proto::plugin::conn_info::Knock;
 use tokio::sync::oneshot;
@@ -127,8 +128,7 @@ impl Inner {
                 // The sender went: the broker closed, or another dial took over.
                 self.check_open()?;
                 Err(Error::new(
-                    ErrorKind::Protocol,
-                    "broker.dial_superseded",
+                    Code::BrokerDialSuperseded,
                     format!("another dial of broker id {id} took its connection info"),
                 )
                 .with_hint("dial each brokered id once, and share the channel"))
@@ -161,8 +161,7 @@ impl Inner {
         match ack.knock {
             Some(k) if k.ack && k.error.is_empty() => Ok(()),
             Some(k) if k.ack => Err(Error::new(
-                ErrorKind::Protocol,
-                "broker.knock_refused",
+                Code::BrokerKnockRefused,
                 format!("the {peer} refused broker id {id}: {}", k.error),
             )
             .with_hint(format!(
@@ -170,8 +169,7 @@ impl Inner {
                  AcceptAndServe({id}, ..)) before this side dials it"
             ))),
             _ => Err(Error::new(
-                ErrorKind::Protocol,
-                "broker.bad_ack",
+                Code::BrokerBadAck,
                 format!("the {peer} answered the knock for broker id {id} with something else"),
             )
             .with_hint("both sides must multiplex, or neither")),
@@ -207,8 +205,7 @@ impl Inner {
     fn dial_timeout_error(&self, id: u32, timeout: Duration) -> Error {
         let peer = self.role.peer();
         Error::new(
-            ErrorKind::Timeout,
-            "broker.dial_timeout",
+            Code::BrokerDialTimeout,
             format!("the {peer} announced no broker id {id} within {timeout:?}"),
         )
         .with_hint(format!(
@@ -273,8 +270,8 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(started.elapsed() < Duration::from_secs(2));
-            assert_eq!(err.code(), "broker.dial_timeout");
-            assert_eq!(err.kind(), ErrorKind::Timeout);
+            assert_eq!(err.code(), Code::BrokerDialTimeout);
+            assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Timeout);
             let hint = err.hint().unwrap();
             assert!(hint.contains("accept_and_serve(3"), "{err:?}");
             assert!(hint.contains("AcceptAndServe(3"), "{err:?}");
@@ -313,7 +310,7 @@ mod tests {
         driver.inner.deliver(info(6, "/s"));
         assert_eq!(
             first.await.unwrap().unwrap_err().code(),
-            "broker.dial_superseded"
+            Code::BrokerDialSuperseded
         );
         assert_eq!(second.await.unwrap().unwrap().address, "/s");
     }
@@ -332,7 +329,7 @@ mod tests {
             .expect("the dial ends at once")
             .unwrap()
             .unwrap_err();
-        assert_eq!(err.code(), "broker.closed");
+        assert_eq!(err.code(), Code::BrokerClosed);
     }
 
     #[tokio::test(flavor = "current_thread")]

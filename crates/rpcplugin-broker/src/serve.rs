@@ -2,10 +2,11 @@
 //! to the peer) or on the streams the peer's knocks claim (multiplexed), stopped
 //! by its handle, by the broker closing, or by the stream with the peer ending.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_proto::plugin::ConnInfo;
 use rpcplugin_transport::{Listener, MuxRouter};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -169,8 +170,7 @@ impl GrpcBroker {
             crate::Role::Plugin => "the plugin is stuck or overloaded; check its log",
         };
         Error::new(
-            ErrorKind::Timeout,
-            "broker.announce_timeout",
+            Code::BrokerAnnounceTimeout,
             format!("cannot announce broker id {id}: the {peer} reads no announcements"),
         )
         .with_hint(hint)

@@ -1,10 +1,11 @@
 //! Connecting to a plugin that has said where it serves, and checking its health:
 //! the phases after the handshake, shared by a launch and an attach.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_handshake::HandshakeLine;
 use rpcplugin_proto::health::v1::HealthCheckRequest;
 use rpcplugin_proto::health::v1::health_check_response::ServingStatus;
@@ -120,8 +121,7 @@ pub(crate) async fn open_channel(name: &str, target: &Target) -> Result<Channel>
             return security.with_source(err);
         }
         Error::new(
-            ErrorKind::Transport,
-            "transport.connect",
+            Code::TransportConnect,
             format!("cannot connect to plugin {name} at {endpoint}"),
         )
         .with_source(err)
@@ -139,8 +139,7 @@ pub(crate) async fn check_health(name: &str, channel: &Channel, target: &Target)
     match tokio::time::timeout(Duration::from_secs(5), health.check(request)).await {
         Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
         Ok(Ok(reply)) => Err(Error::new(
-            ErrorKind::Protocol,
-            "protocol.not_serving",
+            Code::ProtocolNotServing,
             format!(
                 "plugin {name} reports health status {}",
                 reply.get_ref().status
@@ -158,8 +157,7 @@ pub(crate) async fn check_health(name: &str, channel: &Channel, target: &Target)
         }
         Ok(Err(status)) => Err(health_error(name, status)),
         Err(_) => Err(Error::new(
-            ErrorKind::Timeout,
-            "protocol.health_timeout",
+            Code::ProtocolHealthTimeout,
             format!("plugin {name} did not answer its health check within 5s"),
         )
         .with_hint("the plugin is stuck or overloaded")),
@@ -168,8 +166,7 @@ pub(crate) async fn check_health(name: &str, channel: &Channel, target: &Target)
 
 fn health_error(name: &str, status: tonic::Status) -> Error {
     Error::new(
-        ErrorKind::Protocol,
-        "protocol.health",
+        Code::ProtocolHealth,
         format!("plugin {name} failed its health check"),
     )
     .with_source(status)

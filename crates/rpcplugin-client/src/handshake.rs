@@ -2,9 +2,10 @@
 //! connects to it: the line itself, the version, the transport, multiplexing.
 //! Pure functions of the line and the host's settings.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 
-use rpcplugin_core::{Error, ErrorKind, Network, Result};
+use rpcplugin_core::{Error, Network, Result};
 use rpcplugin_handshake::HandshakeLine;
 use rpcplugin_transport::MuxRouter;
 
@@ -29,14 +30,14 @@ pub(crate) fn check(
                 tail.join("\n    ")
             ));
         }
-        Error::new(err.kind(), err.code(), format!("plugin {name} {what}"))
+        Error::new(err.code(), format!("plugin {name} {what}"))
             .with_hint(hint)
             .with_source(err)
     };
     let parsed =
         HandshakeLine::parse(line).map_err(|e| with_context(e, "sent an invalid handshake"))?;
     rpcplugin_handshake::check_line(&parsed, versions).map_err(|e| {
-        let what = if e.code() == "handshake.incompatible_app_version" {
+        let what = if e.code() == Code::HandshakeIncompatibleAppVersion {
             "has no app protocol version in common with this host"
         } else {
             "cannot be used by this host"
@@ -46,8 +47,7 @@ pub(crate) fn check(
     let network = parsed.endpoint.network();
     if !networks.contains(&network) {
         return Err(Error::new(
-            ErrorKind::Config,
-            "config.transport_not_allowed",
+            Code::ConfigTransportNotAllowed,
             format!("plugin {name} serves over {network}, which this host does not accept"),
         )
         .with_hint(format!(
@@ -79,8 +79,7 @@ pub(crate) fn multiplex_router(
         (false, _) => Ok(None),
         (true, true) => Ok(Some(Arc::new(MuxRouter::new()))),
         (true, false) => Err(Error::new(
-            ErrorKind::Config,
-            "config.multiplex_unsupported",
+            Code::ConfigMultiplexUnsupported,
             format!("plugin {name} does not support a multiplexed broker"),
         )
         .with_hint(
@@ -124,8 +123,12 @@ mod tests {
     fn a_line_that_is_no_handshake_is_quoted_with_the_stderr_tail() {
         let tail = ["starting".to_owned(), "listening".to_owned()];
         let err = check("kv", "hello from main()\n", &[1], BOTH, &tail).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Handshake);
-        assert!(err.code().starts_with("handshake."), "{}", err.code());
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Handshake);
+        assert!(
+            err.code().as_str().starts_with("handshake."),
+            "{}",
+            err.code()
+        );
         assert_eq!(err.to_string(), "plugin kv sent an invalid handshake");
         let hint = err.hint().unwrap();
         assert!(hint.contains("hello from main()"), "{hint}");
@@ -135,7 +138,7 @@ mod tests {
     #[test]
     fn a_version_the_host_does_not_speak_is_refused_as_such() {
         let err = check("kv", "1|3|unix|/tmp/p.sock|grpc|\n", &[1, 2], BOTH, &[]).unwrap_err();
-        assert_eq!(err.code(), "handshake.incompatible_app_version");
+        assert_eq!(err.code(), Code::HandshakeIncompatibleAppVersion);
         assert_eq!(
             err.to_string(),
             "plugin kv has no app protocol version in common with this host"
@@ -146,7 +149,7 @@ mod tests {
     fn a_transport_the_host_does_not_accept_is_refused() {
         let line = "1|1|tcp|127.0.0.1:1234|grpc|\n";
         let err = check("kv", line, &[1], &[Network::Unix], &[]).unwrap_err();
-        assert_eq!(err.code(), "config.transport_not_allowed");
+        assert_eq!(err.code(), Code::ConfigTransportNotAllowed);
         assert!(err.hint().unwrap().contains("PLUGIN_CLIENT_TRANSPORTS"));
         assert!(check("kv", line, &[1], BOTH, &[]).is_ok());
     }
@@ -165,12 +168,12 @@ mod tests {
         assert!(multiplex_router("kv", false, true).unwrap().is_none());
         assert!(multiplex_router("kv", true, true).unwrap().is_some());
         let err = multiplex_router("kv", true, false).unwrap_err();
-        assert_eq!(err.code(), "config.multiplex_unsupported");
+        assert_eq!(err.code(), Code::ConfigMultiplexUnsupported);
     }
 
     #[test]
     fn a_security_refusal_quotes_the_line() {
-        let err = Error::new(ErrorKind::Security, "security.x", "refused").with_hint("why");
+        let err = Error::new(Code::SecurityTls, "refused").with_hint("why");
         let err = with_line_context(err, "1|1|unix|/p|grpc|CERT\n");
         assert_eq!(
             err.hint(),

@@ -1,11 +1,12 @@
 //! The running plugin a host holds: its channel, handshake, broker and process.
 
+use rpcplugin_core::Code;
 use std::ffi::OsStr;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_handshake::HandshakeLine;
 use rpcplugin_transport::SocketDir;
 use tokio::process::Child;
@@ -116,19 +117,13 @@ impl PluginClient {
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         let Some(child) = self.child.as_mut() else {
             return Err(Error::new(
-                ErrorKind::Process,
-                "process.not_a_child",
+                Code::ProcessNotAChild,
                 format!("plugin {} was not started by this host", self.name),
             )
             .with_hint("an attached plugin cannot be waited for; watch its channel instead"));
         };
         child.wait().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Process,
-                "process.wait",
-                "cannot wait for the plugin process",
-            )
-            .with_source(e)
+            Error::new(Code::ProcessWait, "cannot wait for the plugin process").with_source(e)
         })
     }
 

@@ -6,11 +6,12 @@
 //! never signals the process: it did not start it. Stopping or dropping the client
 //! only closes the connection and the broker; the plugin goes on serving.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpcplugin_config::{Environment, Settings};
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_crypto::{CertificateDer, Identity, TlsConfig};
 use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
 
@@ -148,8 +149,7 @@ impl AttachBuilder {
             // can broker over it.
             other => {
                 return Err(Error::new(
-                    ErrorKind::Config,
-                    "transport.no_common_network",
+                    Code::TransportNoCommonNetwork,
                     format!(
                         "plugin {name} runs on {other} over {}, which this host cannot use",
                         other.network()
@@ -204,7 +204,6 @@ fn announced_line(name: &str, config: &ReattachConfig, versions: &[u32]) -> Resu
     }
     rpcplugin_handshake::check_line(&line, versions).map_err(|e| {
         Error::new(
-            e.kind(),
             e.code(),
             format!("plugin {name} cannot be used by this host"),
         )
@@ -224,8 +223,7 @@ fn check_alive(name: &str, pid: u32) -> Result<()> {
     };
     if gone {
         return Err(Error::new(
-            ErrorKind::Process,
-            "process.reattach_gone",
+            Code::ProcessReattachGone,
             format!("plugin {name} is not running: no process has pid {pid}"),
         )
         .with_hint(
@@ -237,11 +235,10 @@ fn check_alive(name: &str, pid: u32) -> Result<()> {
 }
 
 fn attach_tls_hint(err: Error, name: &str) -> Error {
-    if err.code() != "security.unexpected_certificate" {
+    if err.code() != Code::SecurityUnexpectedCertificate {
         return err;
     }
     Error::new(
-        err.kind(),
         err.code(),
         format!("plugin {name} serves TLS and this host has no certificate"),
     )

@@ -1,12 +1,13 @@
 //! [`Spawned`]: the guard that owns a started plugin process and its socket
 //! directory until its [`PluginClient`] exists.
 
+use rpcplugin_core::Code;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rpcplugin_handshake::HandshakeLine;
 use rpcplugin_transport::SocketDir;
 use tokio::io::BufReader;
@@ -74,8 +75,7 @@ impl Spawned {
     pub(crate) async fn read_handshake(&mut self, timeout: Duration) -> Result<String> {
         let Some(mut stdout) = self.stdout.take() else {
             return Err(Error::new(
-                ErrorKind::Handshake,
-                "handshake.plugin_exited",
+                Code::HandshakePluginExited,
                 format!(
                     "plugin {} has no stdout to read a handshake from",
                     self.name
@@ -93,8 +93,7 @@ impl Spawned {
             Err(_) => {
                 let report = self.stderr_report().await;
                 return Err(Error::new(
-                    ErrorKind::Timeout,
-                    "handshake.timeout",
+                    Code::HandshakeTimeout,
                     format!(
                         "plugin {} printed no handshake within {timeout:?}",
                         self.name
@@ -133,8 +132,7 @@ impl Spawned {
             ""
         };
         Error::new(
-            ErrorKind::Handshake,
-            "handshake.plugin_exited",
+            Code::HandshakePluginExited,
             format!("plugin {} {} before the handshake", self.name, how),
         )
         .with_hint(format!("{report}{cookie_hint}"))
@@ -272,7 +270,7 @@ mod tests {
             .read_handshake(Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "handshake.plugin_exited");
+        assert_eq!(err.code(), Code::HandshakePluginExited);
         assert_eq!(
             err.to_string(),
             "plugin sh exited with status 1 before the handshake"
@@ -291,7 +289,7 @@ mod tests {
             .read_handshake(Duration::from_millis(300))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "handshake.timeout");
+        assert_eq!(err.code(), Code::HandshakeTimeout);
         assert!(err.hint().unwrap().contains("starting"), "{err:?}");
         assert!(alive(pid));
         drop(spawned);

@@ -6,13 +6,14 @@
 //! which ends the process and removes the directory. The [`PluginClient`] is built
 //! once, at the end, from finished parts.
 
+use rpcplugin_core::Code;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use rpcplugin_config::{Environment, Settings};
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rpcplugin_crypto::Sha256;
 use rpcplugin_handshake::{MagicCookie, PluginEnv};
 use rpcplugin_transport::SocketDir;
@@ -73,13 +74,12 @@ impl Resolved {
                 .into_owned()
         });
         let Some((key, value)) = settings.magic_cookie(builder.cookie.clone()) else {
-            return Err(Error::new(ErrorKind::Config, "config.missing_cookie", "no magic cookie configured for this host")
+            return Err(Error::new(Code::ConfigMissingCookie, "no magic cookie configured for this host")
                 .with_hint("call .handshake(KEY, VALUE) on the client builder with the plugin's cookie (go-plugin's KV example: BASIC_PLUGIN=hello)"));
         };
         if builder.versions.is_empty() {
             return Err(Error::new(
-                ErrorKind::Config,
-                "config.no_versions",
+                Code::ConfigNoVersions,
                 "the host speaks no app protocol version",
             )
             .with_hint("call .protocol_versions([1]) on the client builder"));
@@ -117,8 +117,7 @@ pub(crate) async fn verify(
         .await
         .map_err(|e| {
             Error::new(
-                ErrorKind::Security,
-                "security.checksum_read",
+                Code::SecurityChecksumRead,
                 "the checksum of the plugin could not be computed",
             )
             .with_source(e)
@@ -130,8 +129,7 @@ pub(crate) async fn verify(
 fn verify_checksum(program: &OsStr, env: &Environment, expected: &Sha256) -> Result<OsString> {
     let path = resolve_program(program, env).ok_or_else(|| {
         Error::new(
-            ErrorKind::Process,
-            "process.spawn",
+            Code::ProcessSpawn,
             format!("cannot find plugin {}", program.to_string_lossy()),
         )
         .with_hint("give a path to the plugin executable, or put its directory on PATH")
@@ -139,8 +137,7 @@ fn verify_checksum(program: &OsStr, env: &Environment, expected: &Sha256) -> Res
     let actual = Sha256::of_file(&path)?;
     if actual != *expected {
         return Err(Error::new(
-            ErrorKind::Security,
-            "security.checksum_mismatch",
+            Code::SecurityChecksumMismatch,
             format!(
                 "plugin {} has SHA-256 {actual}, expected {expected}",
                 path.display()
@@ -241,8 +238,7 @@ fn spawn_error(program: &OsStr, err: std::io::Error) -> Error {
         _ => "check that the plugin executable can be run on this machine",
     };
     Error::new(
-        ErrorKind::Process,
-        "process.spawn",
+        Code::ProcessSpawn,
         format!("cannot start plugin {}", program.to_string_lossy()),
     )
     .with_source(err)
@@ -266,7 +262,7 @@ mod tests {
     #[test]
     fn a_host_without_a_cookie_is_refused_before_anything_starts() {
         let err = Resolved::new(&builder("./kv_plugin", &[])).unwrap_err();
-        assert_eq!(err.code(), "config.missing_cookie");
+        assert_eq!(err.code(), Code::ConfigMissingCookie);
         assert!(err.hint().unwrap().contains(".handshake(KEY, VALUE)"));
         let from_env = Resolved::new(&builder("./kv_plugin", &COOKIE)).unwrap();
         assert_eq!(from_env.cookie.key(), "BASIC_PLUGIN");
@@ -276,7 +272,7 @@ mod tests {
     fn a_host_that_speaks_no_version_is_refused() {
         let err =
             Resolved::new(&builder("./kv_plugin", &COOKIE).protocol_versions([])).unwrap_err();
-        assert_eq!(err.code(), "config.no_versions");
+        assert_eq!(err.code(), Code::ConfigNoVersions);
     }
 
     #[test]
@@ -395,12 +391,12 @@ mod tests {
         let err = verify(file.0.as_os_str(), &env, Some(other))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "security.checksum_mismatch");
+        assert_eq!(err.code(), Code::SecurityChecksumMismatch);
         assert!(err.to_string().contains(&good.to_string()), "{err}");
 
         let err = verify(OsStr::new("no-such-plugin"), &env, Some(good))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "process.spawn");
+        assert_eq!(err.code(), Code::ProcessSpawn);
     }
 }

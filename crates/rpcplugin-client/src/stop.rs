@@ -1,12 +1,13 @@
 //! Stopping a plugin: the Shutdown call, then SIGTERM, then SIGKILL to its process
 //! group, and what a dropped client does instead.
 
+use rpcplugin_core::Code;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rpcplugin_proto::plugin::grpc_controller_client::GrpcControllerClient;
 use tokio::process::Child;
 use tonic::transport::Channel;
@@ -90,14 +91,13 @@ impl PluginClient {
             .await
             .map_err(|_| {
                 Error::new(
-                    ErrorKind::Process,
-                    "process.unkillable",
+                    Code::ProcessUnkillable,
                     format!("plugin process {} did not exit after SIGKILL", self.pid),
                 )
                 .with_hint("the process is probably stuck in the kernel (uninterruptible I/O); check `ps -o stat -p PID`")
             })?
             .map_err(|e| {
-                Error::new(ErrorKind::Process, "process.wait", "cannot reap the plugin process")
+                Error::new(Code::ProcessWait, "cannot reap the plugin process")
                     .with_source(e)
             })?;
         tracing::debug!(plugin = %self.name, pid = self.pid, %status, "plugin killed");
@@ -155,12 +155,7 @@ async fn stop_child(
         };
         if let Ok(status) = tokio::time::timeout(wait, child.wait()).await {
             let status = status.map_err(|e| {
-                Error::new(
-                    ErrorKind::Process,
-                    "process.wait",
-                    "cannot reap the plugin process",
-                )
-                .with_source(e)
+                Error::new(Code::ProcessWait, "cannot reap the plugin process").with_source(e)
             })?;
             // Children the plugin left behind go with it.
             kill_group(pid, Signal::SIGKILL);
@@ -168,8 +163,7 @@ async fn stop_child(
         }
     }
     Err(Error::new(
-        ErrorKind::Process,
-        "process.unkillable",
+        Code::ProcessUnkillable,
         format!("plugin process {pid} did not exit after SIGKILL"),
     )
     .with_hint("the process is probably stuck in the kernel (uninterruptible I/O); check `ps -o stat -p PID`"))

@@ -1,11 +1,12 @@
 //! Keeping a plugin running: [`Supervisor`] and its options and events.
 
+use rpcplugin_core::Code;
 use std::collections::VecDeque;
 use std::process::ExitStatus;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rpcplugin_proto::health::v1::HealthCheckRequest;
 use rpcplugin_proto::health::v1::health_check_response::ServingStatus;
 use rpcplugin_proto::health::v1::health_client::HealthClient;
@@ -247,12 +248,7 @@ impl Supervisor {
         }
         if let Some(task) = self.task.take() {
             task.await.map_err(|e| {
-                Error::new(
-                    ErrorKind::Process,
-                    "process.supervisor",
-                    "the supervisor task failed",
-                )
-                .with_source(e)
+                Error::new(Code::ProcessSupervisor, "the supervisor task failed").with_source(e)
             })?;
         }
         Ok(())
@@ -279,8 +275,7 @@ fn supervised_channel(
             match current {
                 Some(target) => target.connect().await,
                 None => Err(Error::new(
-                    ErrorKind::Transport,
-                    "transport.plugin_down",
+                    Code::TransportPluginDown,
                     "the supervised plugin is not running",
                 )
                 .with_hint("it is being restarted, or its supervisor gave up; watch the supervisor's events")),

@@ -1,12 +1,13 @@
 //! [`Target`]: where a plugin serves and how each connection to it is made
 //! (transport, multiplexed stream, TLS), for the first channel and every reconnect.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rpcplugin_config::Settings;
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_core::{Endpoint, Error, Result};
 use tonic::transport::Channel;
 
 use crate::tls;
@@ -85,8 +86,7 @@ impl Target {
             Some(session) => {
                 let closed = |err: std::io::Error| {
                     Error::new(
-                        ErrorKind::Transport,
-                        "transport.connect",
+                        Code::TransportConnect,
                         "the multiplexed connection to the plugin is closed",
                     )
                     .with_source(err)
@@ -108,8 +108,7 @@ impl Target {
                 )
                 .await
                 .map_err(|err| {
-                    Error::new(ErrorKind::Security, "security.tls", "tls handshake failed")
-                        .with_source(err)
+                    Error::new(Code::SecurityTls, "tls handshake failed").with_source(err)
                 })?,
         };
         Ok(TokioIo::new(stream))

@@ -6,10 +6,11 @@
 //! parse, or that presents another certificate than it announced, is refused with a
 //! [`Security`](ErrorKind::Security) error.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 
 use rpcplugin_config::Settings;
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_crypto::{
     CertificateDer, CertificateInfo, Identity, Role, TlsConfig, client_config_ca,
     client_config_pinned, server_config_ca, server_config_pinned,
@@ -56,8 +57,7 @@ pub(crate) fn resolve(config: &TlsConfig, settings: &Settings) -> Result<HostTls
         None if auto_mtls => Identity::self_signed(config.auto_mtls_key_algorithm(), Role::Client)?,
         None if roots.is_some() => {
             return Err(Error::new(
-                ErrorKind::Config,
-                "config.incomplete_identity",
+                Code::ConfigIncompleteIdentity,
                 "PLUGIN_SERVER_ROOT_CERTS is set but this host has no certificate to present",
             )
             .with_hint(
@@ -80,8 +80,7 @@ fn identity_from_settings(settings: &Settings) -> Result<Option<Identity>> {
             "PLUGIN_CLIENT_KEY",
         )?)),
         (None, Some(_)) => Err(Error::new(
-            ErrorKind::Config,
-            "config.incomplete_identity",
+            Code::ConfigIncompleteIdentity,
             "PLUGIN_CLIENT_KEY is set without PLUGIN_CLIENT_CERT",
         )
         .with_hint("set both (the host's certificate and its key), or neither to generate one")),
@@ -117,8 +116,7 @@ impl HostTls {
                 return match announced {
                     None => Ok(None),
                     Some(_) => Err(Error::new(
-                        ErrorKind::Security,
-                        "security.unexpected_certificate",
+                        Code::SecurityUnexpectedCertificate,
                         format!("plugin {plugin} serves TLS but this host turned AutoMTLS off"),
                     )
                     .with_hint(
@@ -133,8 +131,7 @@ impl HostTls {
         if let Some(der) = announced {
             CertificateInfo::parse(&CertificateDer::from(der)).map_err(|err| {
                 Error::new(
-                    ErrorKind::Security,
-                    "security.bad_server_cert",
+                    Code::SecurityBadServerCert,
                     format!("plugin {plugin} announced a server certificate that does not parse"),
                 )
                 .with_source(err)
@@ -156,8 +153,7 @@ impl HostTls {
                 pinned: true,
             })),
             (None, None) => Err(Error::new(
-                ErrorKind::Security,
-                "security.plaintext_handshake",
+                Code::SecurityPlaintextHandshake,
                 format!(
                     "plugin {plugin} announced no certificate: it serves plaintext although this host asked for mutual TLS"
                 ),
@@ -214,8 +210,7 @@ pub(crate) fn failure_error(
     let failure = TlsFailure::find(err)?;
     let error = match &failure {
         TlsFailure::PeerCertificateRefused(_) => Error::new(
-            ErrorKind::Security,
-            "security.server_cert_rejected",
+            Code::SecurityServerCertRejected,
             format!("plugin {plugin} presented a certificate this host does not trust: {failure}"),
         )
         .with_hint(if pinned {
@@ -231,8 +226,7 @@ pub(crate) fn failure_error(
             if failure.is_certificate_problem() =>
         {
             Error::new(
-                ErrorKind::Security,
-                "security.client_cert_rejected",
+                Code::SecurityClientCertRejected,
                 format!("plugin {plugin} refused this host's certificate: {failure}"),
             )
             .with_hint(
@@ -243,8 +237,7 @@ pub(crate) fn failure_error(
             )
         }
         TlsFailure::NotTls | TlsFailure::ClosedDuringHandshake => Error::new(
-            ErrorKind::Security,
-            "security.not_tls",
+            Code::SecurityNotTls,
             format!("plugin {plugin} does not speak TLS at {endpoint}"),
         )
         .with_hint(
@@ -252,8 +245,7 @@ pub(crate) fn failure_error(
              at that address",
         ),
         _ => Error::new(
-            ErrorKind::Security,
-            "security.tls",
+            Code::SecurityTls,
             format!("TLS with plugin {plugin} failed: {failure}"),
         )
         .with_hint("the plugin's log may say more; both sides need TLS 1.2 or later"),
@@ -291,7 +283,7 @@ mod tests {
         let cert = Identity::self_signed(KeyAlgorithm::default(), Role::Server).unwrap();
         assert_eq!(
             code(tls.dial("p", Some(cert.cert_der()), &unix()).err().unwrap()),
-            "security.unexpected_certificate"
+            Code::SecurityUnexpectedCertificate
         );
     }
 
@@ -299,8 +291,8 @@ mod tests {
     fn no_silent_downgrade_when_the_plugin_announces_no_certificate() {
         let tls = resolve(&TlsConfig::new(), &settings(&[])).unwrap();
         let err = tls.dial("kv", None, &unix()).err().unwrap();
-        assert_eq!(err.kind(), ErrorKind::Security);
-        assert_eq!(err.code(), "security.plaintext_handshake");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Security);
+        assert_eq!(err.code(), Code::SecurityPlaintextHandshake);
         assert!(
             err.hint()
                 .unwrap()
@@ -315,8 +307,8 @@ mod tests {
             .dial("kv", Some(&[0x30, 0x03, 1, 2, 3]), &unix())
             .err()
             .unwrap();
-        assert_eq!(err.code(), "security.bad_server_cert");
-        assert_eq!(err.kind(), ErrorKind::Security);
+        assert_eq!(err.code(), Code::SecurityBadServerCert);
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Security);
     }
 
     #[test]
@@ -338,7 +330,7 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert_eq!(err.code(), "config.incomplete_identity");
+        assert_eq!(err.code(), Code::ConfigIncompleteIdentity);
     }
 
     #[test]
@@ -381,6 +373,6 @@ mod tests {
             .auto_mtls(false)
             .ca_roots([ca.certificate().clone()]);
         let err = resolve(&config, &settings(&[])).err().unwrap();
-        assert_eq!(err.code(), "config.incomplete_identity");
+        assert_eq!(err.code(), Code::ConfigIncompleteIdentity);
     }
 }

@@ -3,7 +3,8 @@
 use crate::{Environment, de};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use rpcplugin_core::{Error, ErrorKind, Network, Result};
+use rpcplugin_core::Code;
+use rpcplugin_core::{Error, Network, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -255,14 +256,12 @@ impl Settings {
     fn validate(&self) -> Result<()> {
         match (self.min_port, self.max_port) {
             (Some(min), Some(max)) if min > max => Err(Error::new(
-                ErrorKind::Config,
-                "config.port_range",
+                Code::ConfigPortRange,
                 format!("PLUGIN_MIN_PORT ({min}) is above PLUGIN_MAX_PORT ({max})"),
             )
             .with_hint("swap them, or unset both to let the system choose a port")),
             (Some(_), None) | (None, Some(_)) => Err(Error::new(
-                ErrorKind::Config,
-                "config.port_range",
+                Code::ConfigPortRange,
                 "only one of PLUGIN_MIN_PORT and PLUGIN_MAX_PORT is set",
             )
             .with_hint("set both (go-plugin hosts use 10000 and 25000), or neither")),
@@ -336,8 +335,7 @@ fn file_provider(path: &Path, origin: &str) -> Result<AnyFormat> {
     use figment::providers::{Format as _, Json, Toml, Yaml};
     if !path.is_file() {
         return Err(Error::new(
-            ErrorKind::Config,
-            "config.file_not_found",
+            Code::ConfigFileNotFound,
             format!("config file {} ({origin}) does not exist", path.display()),
         )
         .with_hint("check the path, or unset PLUGIN_CONFIG_FILE"));
@@ -351,8 +349,7 @@ fn file_provider(path: &Path, origin: &str) -> Result<AnyFormat> {
         Some("yaml" | "yml") => Ok(AnyFormat::Yaml(Yaml::file_exact(path))),
         Some("json") => Ok(AnyFormat::Json(Json::file_exact(path))),
         _ => Err(Error::new(
-            ErrorKind::Config,
-            "config.file_format",
+            Code::ConfigFileFormat,
             format!(
                 "config file {} ({origin}) is not .toml, .yaml, .yml or .json",
                 path.display()
@@ -368,8 +365,7 @@ fn config_error(err: figment::Error, file: Option<&Path>) -> Error {
     let first = err.clone().into_iter().next();
     let Some(first) = first else {
         return Error::new(
-            ErrorKind::Config,
-            "config.invalid_value",
+            Code::ConfigInvalidValue,
             format!("invalid configuration: {err}"),
         )
         .with_hint("see docs/configuration.md for the accepted values")
@@ -397,11 +393,11 @@ fn config_error(err: figment::Error, file: Option<&Path>) -> Error {
                 .map(|k| format!("; did you mean `{k}`?"))
                 .unwrap_or_default();
             (
-                "config.unknown_key",
+                Code::ConfigUnknownKey,
                 format!("unknown setting `{name}`{suggestion}"),
             )
         }
-        kind => ("config.invalid_value", kind.to_string()),
+        kind => (Code::ConfigInvalidValue, kind.to_string()),
     };
     let (message, hint) = match &from_file {
         Some(path) => {
@@ -424,9 +420,7 @@ fn config_error(err: figment::Error, file: Option<&Path>) -> Error {
             )
         }
     };
-    Error::new(ErrorKind::Config, code, message)
-        .with_hint(hint)
-        .with_source(err)
+    Error::new(code, message).with_hint(hint).with_source(err)
 }
 
 /// The first line of a config file that sets `key` (TOML `key =`, YAML `key:`,
@@ -628,8 +622,8 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable_and_the_expectation() {
         let err = Settings::from_vars([("PLUGIN_SERVER_TRANSPORTS", "udp")]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert_eq!(err.code(), "config.invalid_value");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Config);
+        assert_eq!(err.code(), Code::ConfigInvalidValue);
         let text = err.to_string();
         assert!(text.contains("PLUGIN_SERVER_TRANSPORTS"), "{text}");
         assert!(text.contains("\"unix\" and \"tcp\""), "{text}");
@@ -729,7 +723,7 @@ mod tests {
         );
         let err = Settings::from_sources(&Environment::default(), Some(&path)).unwrap_err();
         let text = err.to_string();
-        assert_eq!(err.code(), "config.invalid_value");
+        assert_eq!(err.code(), Code::ConfigInvalidValue);
         assert!(
             text.contains(&format!("{} line 3", path.display())),
             "{text}"
@@ -743,7 +737,7 @@ mod tests {
     fn an_unknown_key_in_a_file_is_an_error_with_a_suggestion() {
         let (_dir, path) = config_file("plugin.yaml", "handshake_timout: 5\n");
         let err = Settings::from_sources(&Environment::default(), Some(&path)).unwrap_err();
-        assert_eq!(err.code(), "config.unknown_key");
+        assert_eq!(err.code(), Code::ConfigUnknownKey);
         let text = err.to_string();
         assert!(text.contains("did you mean `handshake_timeout`?"), "{text}");
         assert!(text.contains("line 1"), "{text}");
@@ -753,11 +747,11 @@ mod tests {
     fn a_missing_or_unknown_format_file_is_explained() {
         let env = Environment::from_pairs([("PLUGIN_CONFIG_FILE", "/nonexistent/plugin.toml")]);
         let err = Settings::from_environment(&env).unwrap_err();
-        assert_eq!(err.code(), "config.file_not_found");
+        assert_eq!(err.code(), Code::ConfigFileNotFound);
         assert!(err.to_string().contains("PLUGIN_CONFIG_FILE"), "{err}");
         let (_dir, path) = config_file("plugin.ini", "x=1");
         let err = Settings::from_sources(&Environment::default(), Some(&path)).unwrap_err();
-        assert_eq!(err.code(), "config.file_format");
+        assert_eq!(err.code(), Code::ConfigFileFormat);
         assert!(err.hint().unwrap().contains("plugin.toml"));
     }
 
@@ -765,7 +759,7 @@ mod tests {
     fn an_inverted_or_half_port_range_is_refused() {
         let err = Settings::from_vars([("PLUGIN_MIN_PORT", "25000"), ("PLUGIN_MAX_PORT", "10000")])
             .unwrap_err();
-        assert_eq!(err.code(), "config.port_range");
+        assert_eq!(err.code(), Code::ConfigPortRange);
         assert_eq!(
             err.to_string(),
             "PLUGIN_MIN_PORT (25000) is above PLUGIN_MAX_PORT (10000)"

@@ -1,5 +1,6 @@
 //! The one error type shared by the layers: what happened, why, and what to do.
 
+use crate::Code;
 use std::error::Error as StdError;
 use std::fmt;
 
@@ -52,12 +53,12 @@ impl fmt::Display for ErrorKind {
 /// Display is the terse, lowercase "what happened" and never repeats its
 /// [`source`](StdError::source); [`hint`](Error::hint) says what the user should do;
 /// [`code`](Error::code) is a stable dotted identifier (`"handshake.timeout"`) that
-/// is safe to match on across releases. Use [`render`] to show the whole chain.
+/// is safe to match on across releases (a [`Code`]; its kind is the error's kind). Use
+/// [`render`] to show the whole chain.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
-    kind: ErrorKind,
-    code: &'static str,
+    code: Code,
     message: String,
     hint: Option<String>,
     #[source]
@@ -65,10 +66,10 @@ pub struct Error {
 }
 
 impl Error {
-    /// A new error of `kind` with a stable `code` and a terse lowercase `message`.
-    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+    /// A new error with its stable `code` (which decides its kind) and a terse
+    /// lowercase `message`.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            kind,
             code,
             message: message.into(),
             hint: None,
@@ -92,11 +93,12 @@ impl Error {
 
     /// Which part of the system failed.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.code.kind()
     }
 
-    /// The stable code, e.g. `"transport.socket_path_too_long"`.
-    pub fn code(&self) -> &'static str {
+    /// The stable code, e.g. [`Code::TransportSocketPathTooLong`]
+    /// (`"transport.socket_path_too_long"` in logs).
+    pub fn code(&self) -> Code {
         self.code
     }
 
@@ -112,7 +114,7 @@ impl Error {
 
     /// True for [`ErrorKind::Timeout`].
     pub fn is_timeout(&self) -> bool {
-        self.kind == ErrorKind::Timeout
+        self.kind() == ErrorKind::Timeout
     }
 }
 
@@ -120,9 +122,9 @@ impl Error {
 /// every hint found along the chain.
 ///
 /// ```
-/// use rpcplugin_core::{Error, ErrorKind, render};
+/// use rpcplugin_core::{Code, Error, render};
 /// let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-/// let err = Error::new(ErrorKind::Process, "process.spawn", "cannot start plugin ./kv")
+/// let err = Error::new(Code::ProcessSpawn, "cannot start plugin ./kv")
 ///     .with_source(io)
 ///     .with_hint("check the plugin path");
 /// assert_eq!(
@@ -172,21 +174,16 @@ mod tests {
                 Some(&self.0)
             }
         }
-        let inner = Error::new(ErrorKind::Security, "security.tls", "tls handshake failed");
-        let outer = Error::new(ErrorKind::Transport, "transport.connect", "cannot connect")
-            .with_source(Echo(inner));
+        let inner = Error::new(Code::SecurityTls, "tls handshake failed");
+        let outer = Error::new(Code::TransportConnect, "cannot connect").with_source(Echo(inner));
         let text = render(&outer);
         assert_eq!(text.matches("tls handshake failed").count(), 1, "{text}");
     }
 
     #[test]
     fn display_is_the_message_only() {
-        let err = Error::new(
-            ErrorKind::Timeout,
-            "handshake.timeout",
-            "no handshake after 5s",
-        )
-        .with_source(std::io::Error::other("inner"));
+        let err = Error::new(Code::HandshakeTimeout, "no handshake after 5s")
+            .with_source(std::io::Error::other("inner"));
         assert_eq!(err.to_string(), "no handshake after 5s");
         assert_eq!(err.source().unwrap().to_string(), "inner");
         assert!(err.is_timeout());
@@ -194,14 +191,9 @@ mod tests {
 
     #[test]
     fn render_collects_nested_hints() {
-        let inner = Error::new(ErrorKind::Transport, "transport.bind", "cannot bind")
-            .with_hint("use a shorter socket dir");
-        let outer = Error::new(
-            ErrorKind::Process,
-            "process.start",
-            "plugin failed to start",
-        )
-        .with_source(inner);
+        let inner =
+            Error::new(Code::TransportBind, "cannot bind").with_hint("use a shorter socket dir");
+        let outer = Error::new(Code::ProcessStart, "plugin failed to start").with_source(inner);
         let text = render(&outer);
         assert!(text.starts_with("error: plugin failed to start\n  caused by: cannot bind"));
         assert!(text.ends_with("hint: use a shorter socket dir"));

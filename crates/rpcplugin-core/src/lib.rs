@@ -7,18 +7,21 @@
 //! [`Endpoint`] / [`Network`] a plugin listens on.
 //!
 //! ```
-//! use rpcplugin_core::{Error, ErrorKind};
+//! use rpcplugin_core::{Code, Error, ErrorKind};
 //!
-//! let err = Error::new(ErrorKind::Handshake, "handshake.bad_cookie", "magic cookie mismatch")
+//! let err = Error::new(Code::HandshakeBadCookie, "magic cookie mismatch")
 //!     .with_hint("this binary is a plugin; start it from its host application");
 //! assert_eq!(err.kind(), ErrorKind::Handshake);
-//! assert_eq!(err.code(), "handshake.bad_cookie");
+//! assert_eq!(err.code(), Code::HandshakeBadCookie);
+//! assert_eq!(err.code().as_str(), "handshake.bad_cookie");
 //! assert_eq!(err.to_string(), "magic cookie mismatch");
 //! assert!(rpcplugin_core::render(&err).contains("hint: this binary is a plugin"));
 //! ```
 
+mod code;
 mod endpoint;
 mod error;
 
+pub use code::{Code, ParseCodeError};
 pub use endpoint::{Endpoint, Network, ParseNetworkError};
 pub use error::{Error, ErrorKind, Result, render};

@@ -1,8 +1,9 @@
 //! Building rustls server and client configs, pinned (AutoMTLS) or CA-based.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -17,8 +18,8 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn tls_error(code: &'static str, message: &str, e: rustls::Error) -> Error {
-    Error::new(ErrorKind::Security, code, message.to_owned())
+fn tls_error(code: Code, message: &str, e: rustls::Error) -> Error {
+    Error::new(code, message.to_owned())
         .with_source(e)
         .with_hint("check that the key belongs to the certificate and uses a supported algorithm")
 }
@@ -28,8 +29,7 @@ fn roots(certs: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>> {
     for cert in certs {
         store.add(cert.clone()).map_err(|e| {
             Error::new(
-                ErrorKind::Security,
-                "crypto.bad_ca_certificate",
+                Code::CryptoBadCaCertificate,
                 "ca certificate cannot be used as a trust anchor",
             )
             .with_source(e)
@@ -37,12 +37,10 @@ fn roots(certs: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>> {
         })?;
     }
     if store.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Config,
-            "crypto.no_roots",
-            "no trusted root certificates",
-        )
-        .with_hint("give at least one ca certificate"));
+        return Err(
+            Error::new(Code::CryptoNoRoots, "no trusted root certificates")
+                .with_hint("give at least one ca certificate"),
+        );
     }
     Ok(Arc::new(store))
 }
@@ -57,7 +55,7 @@ pub fn server_config_pinned(
     let verifier = Arc::new(PinnedClientCertVerifier::new(client_cert, &provider)?);
     let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error("crypto.tls_config", "cannot build tls server config", e))?
+        .map_err(|e| tls_error(Code::CryptoTlsConfig, "cannot build tls server config", e))?
         .with_client_cert_verifier(verifier);
     finish_server(builder, identity)
 }
@@ -73,7 +71,7 @@ pub fn client_config_pinned(
     let verifier = Arc::new(PinnedServerCertVerifier::new(server_cert, &provider)?);
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error("crypto.tls_config", "cannot build tls client config", e))?
+        .map_err(|e| tls_error(Code::CryptoTlsConfig, "cannot build tls client config", e))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     finish_client(builder, identity)
@@ -93,8 +91,7 @@ pub fn server_config_ca(
     .build()
     .map_err(|e| {
         Error::new(
-            ErrorKind::Security,
-            "crypto.tls_config",
+            Code::CryptoTlsConfig,
             "cannot build client certificate verifier",
         )
         .with_source(e)
@@ -102,7 +99,7 @@ pub fn server_config_ca(
     })?;
     let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error("crypto.tls_config", "cannot build tls server config", e))?
+        .map_err(|e| tls_error(Code::CryptoTlsConfig, "cannot build tls server config", e))?
         .with_client_cert_verifier(verifier);
     finish_server(builder, identity)
 }
@@ -116,7 +113,7 @@ pub fn client_config_ca(
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error("crypto.tls_config", "cannot build tls client config", e))?
+        .map_err(|e| tls_error(Code::CryptoTlsConfig, "cannot build tls client config", e))?
         .with_root_certificates(roots(server_roots)?);
     finish_client(builder, identity)
 }
@@ -132,7 +129,7 @@ fn finish_server(
         )
         .map_err(|e| {
             tls_error(
-                "crypto.bad_identity",
+                Code::CryptoBadIdentity,
                 "cannot use server certificate and key",
                 e,
             )
@@ -152,7 +149,7 @@ fn finish_client(
         )
         .map_err(|e| {
             tls_error(
-                "crypto.bad_identity",
+                Code::CryptoBadIdentity,
                 "cannot use client certificate and key",
                 e,
             )

@@ -1,11 +1,12 @@
 //! SHA-256 digests of plugin executables (go-plugin's `SecureConfig`).
 
+use rpcplugin_core::Code;
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 
 /// A SHA-256 digest, written and parsed as 64 lowercase hex digits (what `sha256sum`
 /// prints).
@@ -49,8 +50,7 @@ impl Sha256 {
     pub fn of_file(path: &Path) -> Result<Self> {
         let read_error = |err: std::io::Error| {
             Error::new(
-                ErrorKind::Security,
-                "security.checksum_read",
+                Code::SecurityChecksumRead,
                 format!("cannot read {} to check its checksum", path.display()),
             )
             .with_source(err)
@@ -98,8 +98,7 @@ impl FromStr for Sha256 {
         let hex = trimmed.strip_prefix("sha256:").unwrap_or(trimmed);
         let invalid = || {
             Error::new(
-                ErrorKind::Config,
-                "config.invalid_checksum",
+                Code::ConfigInvalidChecksum,
                 format!("{s:?} is not a SHA-256 digest"),
             )
             .with_hint("give 64 hexadecimal digits, as printed by `sha256sum PLUGIN`")
@@ -130,8 +129,8 @@ mod tests {
     #[test]
     fn missing_file_is_a_security_error_with_a_hint() {
         let err = Sha256::of_file(Path::new("/nonexistent/plugin")).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Security);
-        assert_eq!(err.code(), "security.checksum_read");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Security);
+        assert_eq!(err.code(), Code::SecurityChecksumRead);
         assert!(err.hint().is_some());
     }
 
@@ -166,7 +165,7 @@ mod tests {
             &"+f".repeat(32),
         ] {
             let err = bad.parse::<Sha256>().unwrap_err();
-            assert_eq!(err.code(), "config.invalid_checksum", "{bad:?}");
+            assert_eq!(err.code(), Code::ConfigInvalidChecksum, "{bad:?}");
             assert!(err.hint().unwrap().contains("sha256sum"));
         }
     }

@@ -1,5 +1,6 @@
 //! Generating key pairs and certificates: self-signed AutoMTLS pairs, CAs and their leaves.
 
+use rpcplugin_core::Code;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
@@ -8,7 +9,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::identity::Identity;
@@ -127,8 +128,7 @@ fn to_offset(t: SystemTime) -> Result<time::OffsetDateTime> {
     secs.and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
         .ok_or_else(|| {
             Error::new(
-                ErrorKind::Config,
-                "crypto.bad_validity",
+                Code::CryptoBadValidity,
                 "certificate validity is out of range",
             )
             .with_hint("use a validity window between the years 1950 and 9999")
@@ -136,13 +136,9 @@ fn to_offset(t: SystemTime) -> Result<time::OffsetDateTime> {
 }
 
 fn gen_error(e: rcgen::Error) -> Error {
-    Error::new(
-        ErrorKind::Security,
-        "crypto.generate",
-        "cannot generate certificate",
-    )
-    .with_source(e)
-    .with_hint("this is a bug or an unsupported key algorithm; try KeyAlgorithm::EcdsaP256")
+    Error::new(Code::CryptoGenerate, "cannot generate certificate")
+        .with_source(e)
+        .with_hint("this is a bug or an unsupported key algorithm; try KeyAlgorithm::EcdsaP256")
 }
 
 fn random_serial() -> Result<SerialNumber> {
@@ -150,13 +146,7 @@ fn random_serial() -> Result<SerialNumber> {
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Security,
-                "crypto.random",
-                "system random number generator failed",
-            )
-        })?;
+        .map_err(|_| Error::new(Code::CryptoRandom, "system random number generator failed"))?;
     // Positive and non-zero leading byte keeps the DER INTEGER exactly 16 bytes.
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     Ok(SerialNumber::from_slice(&bytes))
@@ -390,7 +380,7 @@ mod tests {
                 let leaf = ca.issue(role, alg).unwrap();
                 verify_chain(leaf.cert_der(), ca.certificate()).unwrap();
                 let err = verify_chain(leaf.cert_der(), other.certificate()).unwrap_err();
-                assert_eq!(err.code(), "crypto.chain_invalid");
+                assert_eq!(err.code(), Code::CryptoChainInvalid);
                 assert!(err.hint().is_some());
             }
         }

@@ -1,9 +1,10 @@
 //! Reading certificates: [`CertificateInfo`] and CA-based [`verify_chain`].
 
+use rpcplugin_core::Code;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -61,13 +62,9 @@ pub struct CertificateInfo {
 }
 
 pub(crate) fn parse_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::new(
-        ErrorKind::Security,
-        "crypto.bad_certificate",
-        "certificate is not valid X.509",
-    )
-    .with_source(e)
-    .with_hint("check that the value holds an X.509 certificate, not a key or a request")
+    Error::new(Code::CryptoBadCertificate, "certificate is not valid X.509")
+        .with_source(e)
+        .with_hint("check that the value holds an X.509 certificate, not a key or a request")
 }
 
 fn to_system_time(secs: i64) -> SystemTime {
@@ -174,8 +171,7 @@ pub(crate) fn sha256_fingerprint(der: &[u8]) -> String {
 pub fn verify_chain(leaf: &CertificateDer<'_>, ca: &CertificateDer<'_>) -> Result<()> {
     let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| {
         Error::new(
-            ErrorKind::Security,
-            "crypto.bad_ca_certificate",
+            Code::CryptoBadCaCertificate,
             "ca certificate cannot be used as a trust anchor",
         )
         .with_source(e)
@@ -203,8 +199,7 @@ pub fn verify_chain(leaf: &CertificateDer<'_>, ca: &CertificateDer<'_>) -> Resul
     .map(|_| ())
     .map_err(|e| {
         Error::new(
-            ErrorKind::Security,
-            "crypto.chain_invalid",
+            Code::CryptoChainInvalid,
             "certificate is not valid under this ca",
         )
         .with_source(e)

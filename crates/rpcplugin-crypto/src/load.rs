@@ -1,11 +1,12 @@
 //! Loading certificates and keys from a path, a `file://` URI, or inline PEM, the three
 //! forms pyvider accepts in `PLUGIN_*` variables.
 
+use rpcplugin_core::Code;
 use std::borrow::Cow;
 use std::path::Path;
 use std::time::SystemTime;
 
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -20,14 +21,11 @@ fn pem_text<'a>(value: &'a str, variable: &str) -> Result<Cow<'a, [u8]>> {
     }
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Config,
-            "crypto.empty_value",
-            format!("{variable} is empty"),
-        )
-        .with_hint(format!(
-            "set {variable} to a file path, a file:// URI, or PEM text"
-        )));
+        return Err(
+            Error::new(Code::CryptoEmptyValue, format!("{variable} is empty")).with_hint(format!(
+                "set {variable} to a file path, a file:// URI, or PEM text"
+            )),
+        );
     }
     let path = match trimmed.strip_prefix("file://") {
         // file:///abs and file://localhost/abs both name /abs.
@@ -37,8 +35,7 @@ fn pem_text<'a>(value: &'a str, variable: &str) -> Result<Cow<'a, [u8]>> {
     match std::fs::read(Path::new(path)) {
         Ok(bytes) => Ok(Cow::Owned(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::new(
-            ErrorKind::Config,
-            "crypto.file_not_found",
+            Code::CryptoFileNotFound,
             format!("{variable}: no such file {path}"),
         )
         .with_source(e)
@@ -46,8 +43,7 @@ fn pem_text<'a>(value: &'a str, variable: &str) -> Result<Cow<'a, [u8]>> {
             "check the path in {variable}, or put the PEM text itself in it"
         ))),
         Err(e) => Err(Error::new(
-            ErrorKind::Config,
-            "crypto.file_unreadable",
+            Code::CryptoFileUnreadable,
             format!("{variable}: cannot read {path}"),
         )
         .with_source(e)
@@ -57,8 +53,7 @@ fn pem_text<'a>(value: &'a str, variable: &str) -> Result<Cow<'a, [u8]>> {
 
 fn not_pem(variable: &str, source: Option<pem::Error>) -> Error {
     let err = Error::new(
-        ErrorKind::Config,
-        "crypto.not_pem",
+        Code::CryptoNotPem,
         format!("{variable} is not pem"),
     )
     .with_hint(format!(
@@ -90,8 +85,7 @@ pub fn load_certificates(value: &str, variable: &str) -> Result<Vec<CertificateD
         .map_err(|e| not_pem(variable, Some(e)))?;
     if certs.is_empty() {
         return Err(Error::new(
-            ErrorKind::Config,
-            "crypto.no_certificate",
+            Code::CryptoNoCertificate,
             format!("{variable} holds no certificate"),
         )
         .with_hint(format!(
@@ -108,8 +102,7 @@ pub fn load_certificates(value: &str, variable: &str) -> Result<Vec<CertificateD
 pub(crate) fn check_certificate_dates(cert: &CertificateDer<'_>, variable: &str) -> Result<()> {
     let info = CertificateInfo::parse(cert).map_err(|e| {
         Error::new(
-            ErrorKind::Config,
-            "crypto.bad_certificate",
+            Code::CryptoBadCertificate,
             format!("{variable} holds a certificate that cannot be parsed"),
         )
         .with_source(e)
@@ -121,8 +114,7 @@ pub(crate) fn check_certificate_dates(cert: &CertificateDer<'_>, variable: &str)
 fn check_dates(info: &CertificateInfo, now: SystemTime, variable: &str) -> Result<()> {
     if now > info.not_after {
         return Err(Error::new(
-            ErrorKind::Security,
-            "crypto.cert_expired",
+            Code::CryptoCertExpired,
             format!(
                 "{variable}: certificate {} expired at {}",
                 info.subject,
@@ -133,8 +125,7 @@ fn check_dates(info: &CertificateInfo, now: SystemTime, variable: &str) -> Resul
     }
     if now < info.not_before {
         return Err(Error::new(
-            ErrorKind::Security,
-            "crypto.cert_not_yet_valid",
+            Code::CryptoCertNotYetValid,
             format!(
                 "{variable}: certificate {} is not valid until {}",
                 info.subject,
@@ -174,8 +165,7 @@ pub fn load_private_key(value: &str, variable: &str) -> Result<PrivateKeyDer<'st
     match PrivateKeyDer::from_pem_slice(&text) {
         Ok(key) => Ok(key),
         Err(pem::Error::NoItemsFound) => Err(Error::new(
-            ErrorKind::Config,
-            "crypto.no_private_key",
+            Code::CryptoNoPrivateKey,
             format!("{variable} holds no private key"),
         )
         .with_hint(format!(
@@ -202,8 +192,7 @@ impl Identity {
             .load_private_key(key.clone_key())
             .map_err(|e| {
                 Error::new(
-                    ErrorKind::Config,
-                    "crypto.bad_private_key",
+                    Code::CryptoBadPrivateKey,
                     format!("{key_var} holds a private key that cannot be used"),
                 )
                 .with_source(e)
@@ -214,8 +203,7 @@ impl Identity {
             Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
             Err(e) => {
                 return Err(Error::new(
-                    ErrorKind::Config,
-                    "crypto.key_mismatch",
+                    Code::CryptoKeyMismatch,
                     format!("the key in {key_var} does not match the certificate in {cert_var}"),
                 )
                 .with_source(e)
@@ -286,7 +274,7 @@ mod tests {
         assert_eq!(certs, [a.cert_der().clone(), b.cert_der().clone()]);
     }
 
-    fn assert_error(err: Error, code: &str, variable: &str) {
+    fn assert_error(err: Error, code: Code, variable: &str) {
         assert_eq!(err.code(), code, "{err}");
         assert!(
             err.message().contains(variable),
@@ -299,28 +287,28 @@ mod tests {
     fn missing_file_is_file_not_found() {
         let err =
             load_certificates("/nonexistent/rpcplugin/cert.pem", "PLUGIN_SERVER_CERT").unwrap_err();
-        assert_error(err, "crypto.file_not_found", "PLUGIN_SERVER_CERT");
+        assert_error(err, Code::CryptoFileNotFound, "PLUGIN_SERVER_CERT");
         let err = load_private_key("file:///nonexistent/key.pem", "PLUGIN_SERVER_KEY").unwrap_err();
-        assert_error(err, "crypto.file_not_found", "PLUGIN_SERVER_KEY");
+        assert_error(err, Code::CryptoFileNotFound, "PLUGIN_SERVER_KEY");
     }
 
     #[test]
     fn non_pem_is_not_pem() {
         let path = temp_file("just some text\n");
         let err = load_certificates(path.to_str().unwrap(), "PLUGIN_SERVER_CERT").unwrap_err();
-        assert_error(err, "crypto.not_pem", "PLUGIN_SERVER_CERT");
+        assert_error(err, Code::CryptoNotPem, "PLUGIN_SERVER_CERT");
         std::fs::remove_file(path).unwrap();
         let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
         let err = load_certificates(broken, "PLUGIN_SERVER_CERT").unwrap_err();
-        assert_error(err, "crypto.not_pem", "PLUGIN_SERVER_CERT");
+        assert_error(err, Code::CryptoNotPem, "PLUGIN_SERVER_CERT");
     }
 
     #[test]
     fn a_key_where_a_certificate_belongs_is_no_certificate() {
         let err = load_certificates(&id().key_pem(), "PLUGIN_SERVER_CERT").unwrap_err();
-        assert_error(err, "crypto.no_certificate", "PLUGIN_SERVER_CERT");
+        assert_error(err, Code::CryptoNoCertificate, "PLUGIN_SERVER_CERT");
         let err = load_private_key(&id().cert_pem(), "PLUGIN_SERVER_KEY").unwrap_err();
-        assert_error(err, "crypto.no_private_key", "PLUGIN_SERVER_KEY");
+        assert_error(err, Code::CryptoNoPrivateKey, "PLUGIN_SERVER_KEY");
     }
 
     #[test]
@@ -333,7 +321,7 @@ mod tests {
             "PLUGIN_SERVER_KEY",
         )
         .unwrap_err();
-        assert_error(err, "crypto.key_mismatch", "PLUGIN_SERVER_KEY");
+        assert_error(err, Code::CryptoKeyMismatch, "PLUGIN_SERVER_KEY");
     }
 
     #[test]
@@ -344,7 +332,7 @@ mod tests {
             .validity(day);
         let expired = Identity::self_signed_with(Role::Server, &past).unwrap();
         let err = load_certificates(&expired.cert_pem(), "PLUGIN_SERVER_CERT").unwrap_err();
-        assert_error(err, "crypto.cert_expired", "PLUGIN_SERVER_CERT");
+        assert_error(err, Code::CryptoCertExpired, "PLUGIN_SERVER_CERT");
 
         let future = CertOptions::new(KeyAlgorithm::EcdsaP256)
             .not_before(SystemTime::now() + 10 * day)
@@ -357,12 +345,12 @@ mod tests {
             "K",
         )
         .unwrap_err();
-        assert_error(err, "crypto.cert_not_yet_valid", "PLUGIN_SERVER_CERT");
+        assert_error(err, Code::CryptoCertNotYetValid, "PLUGIN_SERVER_CERT");
     }
 
     #[test]
     fn empty_value_is_explained() {
         let err = load_certificates("  ", "PLUGIN_SERVER_CERT").unwrap_err();
-        assert_error(err, "crypto.empty_value", "PLUGIN_SERVER_CERT");
+        assert_error(err, Code::CryptoEmptyValue, "PLUGIN_SERVER_CERT");
     }
 }

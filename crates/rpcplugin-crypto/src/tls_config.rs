@@ -163,6 +163,7 @@ impl TlsConfig {
 mod tests {
     use super::*;
     use crate::generate::Role;
+    use rpcplugin_core::Code;
 
     #[test]
     fn a_new_config_leaves_everything_to_the_settings() {
@@ -213,7 +214,7 @@ mod tests {
         let err = config
             .identity_or("the plugin's certificate", || unreachable!("not consulted"))
             .unwrap_err();
-        assert_eq!(err.code(), "crypto.cert_expired");
+        assert_eq!(err.code(), Code::CryptoCertExpired);
         assert!(
             err.to_string().contains("the plugin's certificate"),
             "{err}"

@@ -1,9 +1,10 @@
 //! The magic cookie: the environment variable a host sets so that its plugin knows
 //! it was started by a host and not by a person at a terminal.
 
+use rpcplugin_core::Code;
 use std::fmt;
 
-use crate::{Error, ErrorKind, Result, quote};
+use crate::{Error, Result, quote};
 
 /// What a plugin prints on stderr when it was run directly, before exiting with
 /// status 1 (go-plugin prints a text like it when the cookie does not match). It has
@@ -38,12 +39,10 @@ impl MagicCookie {
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Result<Self> {
         let (key, value) = (key.into(), value.into());
         let invalid = |message: String| {
-            Err(
-                Error::new(ErrorKind::Config, "handshake.invalid_cookie", message).with_hint(
-                    "set both the magic cookie key and value to the non-empty strings the host \
+            Err(Error::new(Code::HandshakeInvalidCookie, message).with_hint(
+                "set both the magic cookie key and value to the non-empty strings the host \
                      and plugin agree on",
-                ),
-            )
+            ))
         };
         if key.is_empty() {
             return invalid("magic cookie key is empty".to_owned());
@@ -84,14 +83,12 @@ impl MagicCookie {
         match received {
             Some(value) if value == self.value => Ok(()),
             None | Some("") => Err(Error::new(
-                ErrorKind::Handshake,
-                "handshake.missing_cookie",
+                Code::HandshakeMissingCookie,
                 format!("magic cookie {} is not set", self.key),
             )
             .with_hint(COOKIE_HINT)),
             Some(value) => Err(Error::new(
-                ErrorKind::Handshake,
-                "handshake.bad_cookie",
+                Code::HandshakeBadCookie,
                 format!(
                     "magic cookie {} has the wrong value {}",
                     self.key,
@@ -129,8 +126,8 @@ mod tests {
             ("K", "a\0b"),
         ] {
             let err = MagicCookie::new(k, v).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Config);
-            assert_eq!(err.code(), "handshake.invalid_cookie");
+            assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Config);
+            assert_eq!(err.code(), Code::HandshakeInvalidCookie);
         }
         let c = cookie();
         assert_eq!((c.key(), c.value()), ("BASIC_PLUGIN", "hello"));
@@ -144,19 +141,19 @@ mod tests {
     #[test]
     fn missing_and_wrong_have_different_codes_and_the_same_hint() {
         let missing = cookie().check(None).unwrap_err();
-        assert_eq!(missing.code(), "handshake.missing_cookie");
+        assert_eq!(missing.code(), Code::HandshakeMissingCookie);
         assert_eq!(
             cookie().check(Some("")).unwrap_err().code(),
-            "handshake.missing_cookie"
+            Code::HandshakeMissingCookie
         );
         let wrong = cookie().check(Some("bogus")).unwrap_err();
-        assert_eq!(wrong.code(), "handshake.bad_cookie");
+        assert_eq!(wrong.code(), Code::HandshakeBadCookie);
         assert_eq!(
             wrong.to_string(),
             "magic cookie BASIC_PLUGIN has the wrong value \"bogus\""
         );
         for err in [missing, wrong] {
-            assert_eq!(err.kind(), ErrorKind::Handshake);
+            assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Handshake);
             assert_eq!(err.hint(), Some(COOKIE_HINT));
         }
     }

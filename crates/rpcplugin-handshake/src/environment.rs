@@ -2,6 +2,7 @@
 //! what the plugin reads back ([`ReceivedEnv`]). Neither touches the process
 //! environment: the host passes the pairs to its spawner, the plugin passes a lookup.
 
+use rpcplugin_core::Code;
 use std::path::PathBuf;
 
 use crate::env::{
@@ -9,8 +10,8 @@ use crate::env::{
     PLUGIN_PROTOCOL_VERSIONS, PLUGIN_UNIX_SOCKET_DIR, PLUGIN_UNIX_SOCKET_GROUP,
 };
 use crate::{
-    Error, ErrorKind, MagicCookie, Negotiated, Result, VersionList, negotiate, parse_go_true,
-    parse_versions, quote,
+    Error, MagicCookie, Negotiated, Result, VersionList, negotiate, parse_go_true, parse_versions,
+    quote,
 };
 
 /// Host side: the variables to start a plugin with.
@@ -158,8 +159,7 @@ fn port_range(min: Option<String>, max: Option<String>) -> Result<Option<(u16, u
                 (PLUGIN_MAX_PORT, PLUGIN_MIN_PORT)
             };
             return Err(Error::new(
-                ErrorKind::Config,
-                "handshake.incomplete_port_range",
+                Code::HandshakeIncompletePortRange,
                 format!("{given} is set but {missing} is not"),
             )
             .with_hint(format!(
@@ -173,8 +173,7 @@ fn port_range(min: Option<String>, max: Option<String>) -> Result<Option<(u16, u
     );
     if min > max {
         return Err(Error::new(
-            ErrorKind::Config,
-            "handshake.inverted_port_range",
+            Code::HandshakeInvertedPortRange,
             format!("{PLUGIN_MIN_PORT} {min} is above {PLUGIN_MAX_PORT} {max}"),
         )
         .with_hint(format!(
@@ -187,8 +186,7 @@ fn port_range(min: Option<String>, max: Option<String>) -> Result<Option<(u16, u
 fn parse_port(name: &str, value: &str) -> Result<u16> {
     value.trim().parse::<u16>().map_err(|e| {
         Error::new(
-            ErrorKind::Config,
-            "handshake.bad_port",
+            Code::HandshakeBadPort,
             format!("{name} {} is not a port number", quote(value)),
         )
         .with_source(e)
@@ -297,9 +295,9 @@ mod tests {
     fn cookie_is_checked_before_anything_else() {
         // A person at a terminal: no cookie, and a broken port range in their shell.
         let err = read(&[("PLUGIN_MIN_PORT", "x")]).unwrap_err();
-        assert_eq!(err.code(), "handshake.missing_cookie");
+        assert_eq!(err.code(), Code::HandshakeMissingCookie);
         let err = read(&[("BASIC_PLUGIN", "nope"), ("PLUGIN_MIN_PORT", "x")]).unwrap_err();
-        assert_eq!(err.code(), "handshake.bad_cookie");
+        assert_eq!(err.code(), Code::HandshakeBadCookie);
     }
 
     #[test]
@@ -369,8 +367,8 @@ mod tests {
     #[test]
     fn half_a_port_range_names_the_missing_bound() {
         let err = read(&with_cookie(&[("PLUGIN_MIN_PORT", "10000")])).unwrap_err();
-        assert_eq!(err.code(), "handshake.incomplete_port_range");
-        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.code(), Code::HandshakeIncompletePortRange);
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Config);
         assert_eq!(
             err.to_string(),
             "PLUGIN_MIN_PORT is set but PLUGIN_MAX_PORT is not"
@@ -393,8 +391,8 @@ mod tests {
                 ("PLUGIN_MAX_PORT", max),
             ]))
             .unwrap_err();
-            assert_eq!(err.code(), "handshake.bad_port");
-            assert_eq!(err.kind(), ErrorKind::Config);
+            assert_eq!(err.code(), Code::HandshakeBadPort);
+            assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Config);
             assert!(err.to_string().starts_with(bad), "{err}");
             assert!(err.hint().unwrap().contains("0 to 65535"));
         }
@@ -407,7 +405,7 @@ mod tests {
             ("PLUGIN_MAX_PORT", "10000"),
         ]))
         .unwrap_err();
-        assert_eq!(err.code(), "handshake.inverted_port_range");
+        assert_eq!(err.code(), Code::HandshakeInvertedPortRange);
         assert_eq!(
             err.to_string(),
             "PLUGIN_MIN_PORT 25000 is above PLUGIN_MAX_PORT 10000"

@@ -64,7 +64,8 @@
 //! // Other plugin versions are not agreed, and the host says why.
 //! assert_eq!(negotiate(&[2], Some(&[1])), Negotiated::NoneInCommon { fallback: 2 });
 //! let err = check_line(&HandshakeLine::parse("1|2|unix|/tmp/p|grpc|")?, &[1]).unwrap_err();
-//! assert_eq!(err.code(), "handshake.incompatible_app_version");
+//! assert_eq!(err.code(), rpcplugin_core::Code::HandshakeIncompatibleAppVersion);
+//! assert_eq!(err.code().as_str(), "handshake.incompatible_app_version");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

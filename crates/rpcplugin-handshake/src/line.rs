@@ -1,6 +1,7 @@
 //! The handshake line a plugin prints as the first line of its stdout, and the
 //! RPC protocol it names.
 
+use rpcplugin_core::Code;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
-use crate::{Endpoint, Error, ErrorKind, Network, Result, parse_go_true, quote};
+use crate::{Endpoint, Error, Network, Result, parse_go_true, quote};
 
 /// The version of the go-plugin protocol itself (not of the application's plugin
 /// API). go-plugin has only ever had version 1.
@@ -90,8 +91,7 @@ impl FromStr for Protocol {
             Ok(Self::NetRpc)
         } else {
             Err(Error::new(
-                ErrorKind::Handshake,
-                "handshake.unknown_protocol",
+                Code::HandshakeUnknownProtocol,
                 format!("unknown plugin protocol {}", quote(s)),
             )
             .with_hint(
@@ -194,7 +194,7 @@ impl HandshakeLine {
     /// data and ignore.
     pub fn validate(&self) -> Result<()> {
         let unencodable = |message: String, hint: &str| {
-            Err(Error::new(ErrorKind::Handshake, "handshake.unencodable", message).with_hint(hint))
+            Err(Error::new(Code::HandshakeUnencodable, message).with_hint(hint))
         };
         if let Endpoint::Unix(path) = &self.endpoint {
             let Some(text) = path.to_str() else {
@@ -260,8 +260,7 @@ impl HandshakeLine {
         let fields: Vec<&str> = trimmed.splitn(7, '|').collect();
         if fields.len() < 4 {
             return Err(Error::new(
-                ErrorKind::Handshake,
-                "handshake.unrecognized_line",
+                Code::HandshakeUnrecognizedLine,
                 format!("unrecognized remote plugin message: {}", quote(trimmed)),
             )
             .with_hint(NOT_A_HANDSHAKE_HINT));
@@ -269,8 +268,7 @@ impl HandshakeLine {
 
         let core_version = fields[0].trim().parse::<u32>().map_err(|e| {
             Error::new(
-                ErrorKind::Handshake,
-                "handshake.bad_core_version",
+                Code::HandshakeBadCoreVersion,
                 format!(
                     "bad core protocol version {} in handshake line",
                     quote(fields[0])
@@ -281,8 +279,7 @@ impl HandshakeLine {
         })?;
         let app_version = fields[1].trim().parse::<u32>().map_err(|e| {
             Error::new(
-                ErrorKind::Handshake,
-                "handshake.bad_app_version",
+                Code::HandshakeBadAppVersion,
                 format!(
                     "bad app protocol version {} in handshake line",
                     quote(fields[1])
@@ -293,8 +290,7 @@ impl HandshakeLine {
         })?;
         let network = fields[2].parse::<Network>().map_err(|e| {
             Error::new(
-                ErrorKind::Handshake,
-                "handshake.unknown_network",
+                Code::HandshakeUnknownNetwork,
                 format!("unknown network {} in handshake line", quote(fields[2])),
             )
             .with_source(e)
@@ -324,8 +320,7 @@ impl HandshakeLine {
 pub(crate) fn parse_address(network: Network, address: &str) -> Result<Endpoint> {
     let bad_address = |what: &str| {
         Error::new(
-            ErrorKind::Handshake,
-            "handshake.bad_address",
+            Code::HandshakeBadAddress,
             format!("bad {what} address {} in handshake line", quote(address)),
         )
         .with_hint("report this to the plugin's author: the plugin announced an address that cannot be dialled")
@@ -367,8 +362,7 @@ fn parse_cert(field: &str) -> Result<Option<Vec<u8>>> {
         // A security failure, not a mere parse error: a host that asked for TLS must
         // refuse to go on rather than fall back to plaintext.
         Error::new(
-            ErrorKind::Security,
-            "handshake.bad_server_cert",
+            Code::HandshakeBadServerCert,
             format!(
                 "server certificate in handshake line is not base64: {}",
                 quote(field)
@@ -393,7 +387,7 @@ mod tests {
         Endpoint::Tcp(addr.parse().unwrap())
     }
 
-    fn code(line: &str) -> &'static str {
+    fn code(line: &str) -> Code {
         HandshakeLine::parse(line).unwrap_err().code()
     }
 
@@ -465,8 +459,8 @@ mod tests {
     fn fewer_than_four_fields_is_unrecognized_and_quotes_the_line() {
         for text in ["hello-from-plugin", "", "\n", "1|1|unix"] {
             let err = HandshakeLine::parse(text).unwrap_err();
-            assert_eq!(err.code(), "handshake.unrecognized_line");
-            assert_eq!(err.kind(), ErrorKind::Handshake);
+            assert_eq!(err.code(), Code::HandshakeUnrecognizedLine);
+            assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Handshake);
             assert!(
                 err.hint()
                     .unwrap()
@@ -506,7 +500,7 @@ mod tests {
 
     #[test]
     fn unknown_protocol_is_an_error() {
-        assert_eq!(code("1|1|unix|/p|http|"), "handshake.unknown_protocol");
+        assert_eq!(code("1|1|unix|/p|http|"), Code::HandshakeUnknownProtocol);
     }
 
     #[test]
@@ -519,8 +513,8 @@ mod tests {
 
     #[test]
     fn core_version_must_be_a_number() {
-        assert_eq!(code("x|1|unix|/p|grpc|"), "handshake.bad_core_version");
-        assert_eq!(code("-1|1|unix|/p|grpc|"), "handshake.bad_core_version");
+        assert_eq!(code("x|1|unix|/p|grpc|"), Code::HandshakeBadCoreVersion);
+        assert_eq!(code("-1|1|unix|/p|grpc|"), Code::HandshakeBadCoreVersion);
         // Parsing accepts other numbers; check_line rejects them.
         assert_eq!(
             HandshakeLine::parse("2|1|unix|/p|grpc|")
@@ -533,7 +527,7 @@ mod tests {
     #[test]
     fn app_version_must_be_a_number() {
         let err = HandshakeLine::parse("1|one|unix|/p|grpc|").unwrap_err();
-        assert_eq!(err.code(), "handshake.bad_app_version");
+        assert_eq!(err.code(), Code::HandshakeBadAppVersion);
         assert!(err.to_string().contains("\"one\""));
         assert!(std::error::Error::source(&err).is_some());
     }
@@ -542,23 +536,23 @@ mod tests {
     fn unknown_network_is_an_error() {
         assert_eq!(
             code("1|1|udp|127.0.0.1:1|grpc|"),
-            "handshake.unknown_network"
+            Code::HandshakeUnknownNetwork
         );
     }
 
     #[test]
     fn unix_address_must_not_be_blank() {
-        assert_eq!(code("1|1|unix||grpc|"), "handshake.bad_address");
-        assert_eq!(code("1|1|unix|  |grpc|"), "handshake.bad_address");
+        assert_eq!(code("1|1|unix||grpc|"), Code::HandshakeBadAddress);
+        assert_eq!(code("1|1|unix|  |grpc|"), Code::HandshakeBadAddress);
     }
 
     #[test]
     fn tcp_address_must_be_ip_and_port() {
-        assert_eq!(code("1|1|tcp||grpc|"), "handshake.bad_address");
-        assert_eq!(code("1|1|tcp|127.0.0.1|grpc|"), "handshake.bad_address");
+        assert_eq!(code("1|1|tcp||grpc|"), Code::HandshakeBadAddress);
+        assert_eq!(code("1|1|tcp|127.0.0.1|grpc|"), Code::HandshakeBadAddress);
         assert_eq!(
             code("1|1|tcp|example.com:80|grpc|"),
-            "handshake.bad_address"
+            Code::HandshakeBadAddress
         );
         let v6 = HandshakeLine::parse("1|1|tcp|[::1]:10000|grpc|").unwrap();
         assert_eq!(v6.endpoint, tcp("[::1]:10000"));
@@ -615,14 +609,14 @@ mod tests {
     fn long_non_base64_certificate_is_an_error() {
         let junk = "!".repeat(60);
         let err = HandshakeLine::parse(&format!("1|1|unix|/p|grpc|{junk}")).unwrap_err();
-        assert_eq!(err.code(), "handshake.bad_server_cert");
-        assert_eq!(err.kind(), ErrorKind::Security);
+        assert_eq!(err.code(), Code::HandshakeBadServerCert);
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Security);
         assert!(err.hint().is_some());
         // URL-safe alphabet is not the standard one.
         let url_safe = "-_".repeat(30);
         assert_eq!(
             code(&format!("1|1|unix|/p|grpc|{url_safe}")),
-            "handshake.bad_server_cert"
+            Code::HandshakeBadServerCert
         );
     }
 
@@ -655,7 +649,7 @@ mod tests {
         ] {
             assert_eq!(
                 bad.validate().unwrap_err().code(),
-                "handshake.unencodable",
+                Code::HandshakeUnencodable,
                 "{bad:?}"
             );
         }

@@ -15,7 +15,8 @@
 //! padding as in the handshake line, and absent (or empty) for plaintext.
 
 use base64::Engine as _;
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
+use rpcplugin_core::Code;
+use rpcplugin_core::{Endpoint, Error, Network, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::line::{CERT_READER, CERT_WRITER, parse_address};
@@ -118,8 +119,7 @@ impl ReattachConfig {
     pub fn from_json(json: &str) -> Result<Self> {
         let bad = |what: String| {
             Error::new(
-                ErrorKind::Config,
-                "handshake.bad_reattach",
+                Code::HandshakeBadReattach,
                 format!("bad reattach information: {what}"),
             )
             .with_hint(
@@ -220,7 +220,7 @@ mod tests {
             ),
         ] {
             let err = ReattachConfig::from_json(json).unwrap_err();
-            assert_eq!(err.code(), "handshake.bad_reattach");
+            assert_eq!(err.code(), Code::HandshakeBadReattach);
             assert!(err.to_string().contains(needle), "{json}: {err}");
             assert!(err.hint().is_some());
         }

@@ -1,7 +1,8 @@
 //! App protocol version negotiation: the plugin picks a version from the host's
 //! `PLUGIN_PROTOCOL_VERSIONS`, the host checks the one announced in the line.
 
-use crate::{CORE_PROTOCOL_VERSION, Error, ErrorKind, HandshakeLine, Protocol, Result};
+use crate::{CORE_PROTOCOL_VERSION, Error, HandshakeLine, Protocol, Result};
+use rpcplugin_core::Code;
 
 /// The app protocol versions a host offered, as parsed from
 /// `PLUGIN_PROTOCOL_VERSIONS`.
@@ -104,8 +105,7 @@ pub fn check_app_version(host_versions: &[u32], line: &HandshakeLine) -> Result<
     speaks.sort_unstable();
     speaks.dedup();
     Err(Error::new(
-        ErrorKind::Handshake,
-        "handshake.incompatible_app_version",
+        Code::HandshakeIncompatibleAppVersion,
         format!(
             "plugin speaks app protocol version {}, host speaks {speaks:?}",
             line.app_version
@@ -128,8 +128,7 @@ pub fn check_app_version(host_versions: &[u32], line: &HandshakeLine) -> Result<
 pub fn check_line(line: &HandshakeLine, host_versions: &[u32]) -> Result<()> {
     if line.core_version != CORE_PROTOCOL_VERSION {
         return Err(Error::new(
-            ErrorKind::Handshake,
-            "handshake.incompatible_core_version",
+            Code::HandshakeIncompatibleCoreVersion,
             format!(
                 "plugin speaks core protocol version {}, host speaks {CORE_PROTOCOL_VERSION}",
                 line.core_version
@@ -143,8 +142,7 @@ pub fn check_line(line: &HandshakeLine, host_versions: &[u32]) -> Result<()> {
     check_app_version(host_versions, line)?;
     if line.protocol != Protocol::Grpc {
         return Err(Error::new(
-            ErrorKind::Handshake,
-            "handshake.unsupported_protocol",
+            Code::HandshakeUnsupportedProtocol,
             format!("plugin speaks {}, host speaks only grpc", line.protocol),
         )
         .with_hint(
@@ -230,7 +228,7 @@ mod tests {
     fn host_rejects_an_app_version_it_does_not_speak() {
         assert!(check_app_version(&[1, 2], &line(2)).is_ok());
         let err = check_app_version(&[1], &line(2)).unwrap_err();
-        assert_eq!(err.code(), "handshake.incompatible_app_version");
+        assert_eq!(err.code(), Code::HandshakeIncompatibleAppVersion);
         assert_eq!(
             err.to_string(),
             "plugin speaks app protocol version 2, host speaks [1]"
@@ -248,7 +246,7 @@ mod tests {
         let mut l = line(1);
         l.core_version = 2;
         let err = check_line(&l, &[1]).unwrap_err();
-        assert_eq!(err.code(), "handshake.incompatible_core_version");
+        assert_eq!(err.code(), Code::HandshakeIncompatibleCoreVersion);
         assert_eq!(
             err.to_string(),
             "plugin speaks core protocol version 2, host speaks 1"
@@ -259,7 +257,7 @@ mod tests {
     fn host_rejects_netrpc_with_a_hint() {
         let l = HandshakeLine::parse("1|1|unix|/tmp/p").unwrap();
         let err = check_line(&l, &[1]).unwrap_err();
-        assert_eq!(err.code(), "handshake.unsupported_protocol");
+        assert_eq!(err.code(), Code::HandshakeUnsupportedProtocol);
         assert_eq!(
             err.to_string(),
             "plugin speaks netrpc, host speaks only grpc"
@@ -273,7 +271,7 @@ mod tests {
         assert!(check_line(&l, &[1]).is_ok());
         assert_eq!(
             check_line(&l, &[2]).unwrap_err().code(),
-            "handshake.incompatible_app_version"
+            Code::HandshakeIncompatibleAppVersion
         );
     }
 }

@@ -1,9 +1,10 @@
 //! Announcing where the plugin serves: the handshake line a host reads on stdout,
 //! or in debug mode the reattach information a person passes to a host.
 
+use rpcplugin_core::Code;
 use std::io::Write;
 
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_handshake::HandshakeLine;
 
 use crate::prepare::Prepared;
@@ -52,8 +53,7 @@ fn print_reattach(line: &HandshakeLine) -> Result<()> {
         .and_then(|()| stdout.flush())
         .map_err(|err| {
             Error::new(
-                ErrorKind::Handshake,
-                "handshake.write",
+                Code::HandshakeWrite,
                 "cannot write the reattach information to stdout",
             )
             .with_source(err)
@@ -69,8 +69,7 @@ fn print_handshake(line: &HandshakeLine) -> Result<()> {
         .and_then(|()| stdout.flush())
         .map_err(|err| {
             Error::new(
-                ErrorKind::Handshake,
-                "handshake.write",
+                Code::HandshakeWrite,
                 "cannot write the handshake line to stdout",
             )
             .with_source(err)

@@ -1,5 +1,6 @@
 //! [`PluginServer`] and its [`Builder`]: what a plugin configures before it serves.
 
+use rpcplugin_core::Code;
 use std::fmt;
 use std::future::Future;
 use std::process::ExitCode;
@@ -290,7 +291,7 @@ impl Builder {
                 // developer misconfigured is explained by the error itself.
                 if matches!(
                     err.code(),
-                    "handshake.missing_cookie" | "handshake.bad_cookie"
+                    Code::HandshakeMissingCookie | Code::HandshakeBadCookie
                 ) {
                     eprintln!("{}\n", rpcplugin_handshake::NOT_A_TERMINAL_PROGRAM);
                 }

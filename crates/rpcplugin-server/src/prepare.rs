@@ -1,11 +1,12 @@
 //! Everything a plugin does before it binds: settings, the cookie check, TLS,
 //! version negotiation, limits and the transport.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
-use rpcplugin_core::{Error, ErrorKind, Network, Result};
+use rpcplugin_core::{Error, Network, Result};
 use rpcplugin_handshake::{MagicCookie, Negotiated, ReceivedEnv};
 use rpcplugin_transport::{MuxRouter, TcpTransport, Transport, UnixTransport};
 
@@ -87,8 +88,7 @@ impl Builder {
 fn negotiate(served: &[u32], received: &ReceivedEnv, debug: bool) -> Result<Negotiated> {
     if served.is_empty() {
         return Err(Error::new(
-            ErrorKind::Config,
-            "config.no_versions",
+            Code::ConfigNoVersions,
             "the plugin serves no app protocol version",
         )
         .with_hint(
@@ -146,8 +146,7 @@ fn refuse_plaintext_tcp(tls: bool, transports: &[Network]) -> Result<()> {
         return Ok(());
     }
     Err(Error::new(
-        ErrorKind::Security,
-        "security.debug_plaintext_tcp",
+        Code::SecurityDebugPlaintextTcp,
         "a debug-mode plugin does not serve plaintext over tcp",
     )
     .with_hint(
@@ -182,8 +181,7 @@ fn transport(network: Option<Network>, received: &ReceivedEnv) -> Result<Arc<dyn
         // `Network` is non-exhaustive: one added in core before this crate can
         // listen on it.
         Some(other) => Err(Error::new(
-            ErrorKind::Config,
-            "transport.no_common_network",
+            Code::TransportNoCommonNetwork,
             format!("this plugin cannot serve over {other}: it has no listener for it"),
         )
         .with_hint("set PLUGIN_SERVER_TRANSPORTS to unix, tcp or both")),
@@ -247,8 +245,7 @@ fn received_env(
 ) -> Result<ReceivedEnv> {
     let Some((key, value)) = settings.magic_cookie(cookie) else {
         return Err(Error::new(
-            ErrorKind::Config,
-            "config.missing_cookie",
+            Code::ConfigMissingCookie,
             "no magic cookie configured for this plugin",
         )
         .with_hint(
@@ -282,11 +279,11 @@ mod tests {
             .handshake("BASIC_PLUGIN", "hello")
             .environment(Environment::from_pairs([("HOME", "/home/me")]));
         let err = by_hand.prepare().err().unwrap();
-        assert_eq!(err.code(), "handshake.missing_cookie");
+        assert_eq!(err.code(), Code::HandshakeMissingCookie);
 
         let no_cookie = PluginServer::builder().environment(Environment::from_pairs([("A", "b")]));
         let err = no_cookie.prepare().err().unwrap();
-        assert_eq!(err.code(), "config.missing_cookie");
+        assert_eq!(err.code(), Code::ConfigMissingCookie);
         assert!(err.hint().unwrap().contains(".handshake(KEY, VALUE)"));
     }
 
@@ -311,7 +308,7 @@ mod tests {
             .prepare()
             .err()
             .unwrap();
-        assert_eq!(err.code(), "config.no_versions");
+        assert_eq!(err.code(), Code::ConfigNoVersions);
     }
 
     #[test]
@@ -348,7 +345,7 @@ mod tests {
             .transports([Network::Tcp])
             .environment(Environment::from_pairs([("HOME", "/home/me")]));
         let err = over_tcp.prepare().err().unwrap();
-        assert_eq!(err.code(), "security.debug_plaintext_tcp");
+        assert_eq!(err.code(), Code::SecurityDebugPlaintextTcp);
     }
 
     #[test]

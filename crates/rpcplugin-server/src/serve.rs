@@ -3,11 +3,12 @@
 //! stop, drain. From the bind on, the listener owns the socket: any failure drops
 //! it, which removes the socket (and its private directory).
 
+use rpcplugin_core::Code;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rpcplugin_proto::health::v1::health_server::HealthServer;
 use rpcplugin_proto::plugin::grpc_controller_server::GrpcControllerServer;
 use rpcplugin_proto::plugin::grpc_stdio_server::GrpcStdioServer;
@@ -203,14 +204,8 @@ pub(crate) fn http2_tuned(builder: tonic::transport::Server) -> tonic::transport
 }
 
 fn server_result(result: std::result::Result<(), tonic::transport::Error>) -> Result<()> {
-    result.map_err(|err| {
-        Error::new(
-            ErrorKind::Transport,
-            "transport.serve",
-            "the gRPC server failed",
-        )
-        .with_source(err)
-    })
+    result
+        .map_err(|err| Error::new(Code::TransportServe, "the gRPC server failed").with_source(err))
 }
 
 fn add_reflection(routes: &mut RoutesBuilder, extra: &[&'static [u8]]) -> Result<()> {
@@ -224,8 +219,7 @@ fn add_reflection(routes: &mut RoutesBuilder, extra: &[&'static [u8]]) -> Result
     }
     let reflection_error = |err: tonic_reflection::server::Error| {
         Error::new(
-            ErrorKind::Config,
-            "config.reflection",
+            Code::ConfigReflection,
             "cannot build the gRPC reflection service",
         )
         .with_source(err)

@@ -1,10 +1,11 @@
 //! What ends a serving plugin: the Shutdown call, signals, the host going away,
 //! or the caller's own future, all funnelled into one channel.
 
+use rpcplugin_core::Code;
 use std::future::Future;
 use std::time::Duration;
 
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use tokio::sync::mpsc;
 
 /// Why the server stopped.
@@ -31,12 +32,7 @@ pub(crate) fn spawn_stop_sources(
 ) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal as unix_signal};
     let signal_error = |err: std::io::Error| {
-        Error::new(
-            ErrorKind::Process,
-            "process.signal",
-            "cannot install signal handlers",
-        )
-        .with_source(err)
+        Error::new(Code::ProcessSignal, "cannot install signal handlers").with_source(err)
     };
     let mut term = unix_signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut int = unix_signal(SignalKind::interrupt()).map_err(signal_error)?;

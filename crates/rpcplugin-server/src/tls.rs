@@ -12,10 +12,11 @@
 //! AutoMTLS turned off (`PLUGIN_AUTO_MTLS=false`) only changes the AutoMTLS row: the
 //! plugin then serves plaintext and warns, and a host that asked for TLS refuses it.
 
+use rpcplugin_core::Code;
 use std::sync::Arc;
 
 use rpcplugin_config::Settings;
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 use rpcplugin_crypto::{
     CertificateDer, Identity, Role, TlsConfig, client_config_ca, client_config_pinned,
     load_certificates, server_config_ca, server_config_pinned,
@@ -98,8 +99,7 @@ fn rustls_configs(
             client_config_pinned(identity, host_cert)?,
         )),
         (None, None) => Err(Error::new(
-            ErrorKind::Security,
-            "security.no_client_verification",
+            Code::SecurityNoClientVerification,
             "the plugin has a certificate but no way to verify its hosts",
         )
         .with_hint(
@@ -120,8 +120,7 @@ fn identity_from_settings(settings: &Settings) -> Result<Option<Identity>> {
         )?)),
         (None, None) => Ok(None),
         (Some(_), None) | (None, Some(_)) => Err(Error::new(
-            ErrorKind::Config,
-            "config.incomplete_identity",
+            Code::ConfigIncompleteIdentity,
             "only one of PLUGIN_SERVER_CERT and PLUGIN_SERVER_KEY is set",
         )
         .with_hint("set both (the certificate and its private key), or neither to generate one")),
@@ -207,12 +206,12 @@ mod tests {
         let (cert, key) = (leaf.cert_pem(), leaf.key_pem());
         let s = settings(&[("PLUGIN_SERVER_CERT", &cert), ("PLUGIN_SERVER_KEY", &key)]);
         let err = resolve(&TlsConfig::new(), &s, None).err().unwrap();
-        assert_eq!(err.code(), "security.no_client_verification");
+        assert_eq!(err.code(), Code::SecurityNoClientVerification);
         assert!(err.hint().unwrap().contains("PLUGIN_CLIENT_ROOT_CERTS"));
 
         let half = settings(&[("PLUGIN_SERVER_CERT", &cert)]);
         let err = resolve(&TlsConfig::new(), &half, None).err().unwrap();
-        assert_eq!(err.code(), "config.incomplete_identity");
+        assert_eq!(err.code(), Code::ConfigIncompleteIdentity);
     }
 
     #[test]

@@ -65,6 +65,7 @@ mod tcp;
 mod tls;
 mod unix;
 
+use rpcplugin_core::Code;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -126,8 +127,7 @@ pub fn choose(plugin_prefers: &[Network], host_accepts: &[Network]) -> Result<Ne
         .find(|n| host_accepts.contains(n))
         .ok_or_else(|| {
             Error::new(
-                ErrorKind::Config,
-                "transport.no_common_network",
+                Code::TransportNoCommonNetwork,
                 format!(
                     "no network in common: the plugin offers [{}], the host accepts [{}]",
                     list(plugin_prefers),
@@ -177,7 +177,7 @@ mod tests {
     fn choose_failure_names_both_lists() {
         let err = choose(&[Unix], &[Tcp]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
-        assert_eq!(err.code(), "transport.no_common_network");
+        assert_eq!(err.code(), Code::TransportNoCommonNetwork);
         assert_eq!(
             err.to_string(),
             "no network in common: the plugin offers [unix], the host accepts [tcp]"

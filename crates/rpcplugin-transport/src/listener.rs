@@ -1,10 +1,11 @@
 //! A bound listener that owns what binding created on disk.
 
+use rpcplugin_core::Code;
 use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
+use rpcplugin_core::{Endpoint, Error, Result};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 use crate::socket_dir::SocketDir;
@@ -119,8 +120,7 @@ impl Listener {
                 }
                 removed.map_err(|e| {
                     Error::new(
-                        ErrorKind::Transport,
-                        "transport.socket_remove",
+                        Code::TransportSocketRemove,
                         format!("cannot remove socket {}", socket.path().display()),
                     )
                     .with_source(e)

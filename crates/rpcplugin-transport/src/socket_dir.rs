@@ -4,6 +4,7 @@
 //! them), and between `bind` and `chmod` a socket briefly has the umask's mode; a
 //! directory only its owner (and optionally one group) can enter closes both gaps.
 
+use rpcplugin_core::Code;
 use std::fs::{self, DirBuilder, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::unistd::{Gid, Group};
-use rpcplugin_core::{Error, ErrorKind, Result};
+use rpcplugin_core::{Error, Result};
 
 /// How many names to try before giving up when every candidate already exists.
 /// Names embed the pid and a process-wide counter, so a clash means another process
@@ -152,8 +153,7 @@ impl SocketDir {
         };
         fs::set_permissions(&self.path, Permissions::from_mode(mode)).map_err(|e| {
             Error::new(
-                ErrorKind::Transport,
-                "transport.socket_dir",
+                Code::TransportSocketDir,
                 format!(
                     "cannot set permissions {mode:o} on socket directory {}",
                     self.path.display()
@@ -183,8 +183,7 @@ fn remove_dir(path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::new(
-            ErrorKind::Transport,
-            "transport.socket_dir_remove",
+            Code::TransportSocketDirRemove,
             format!("cannot remove socket directory {}", path.display()),
         )
         .with_source(e)
@@ -202,8 +201,7 @@ fn create_error(parent: &Path, e: io::Error) -> Error {
         "set PLUGIN_UNIX_SOCKET_DIR (or TMPDIR) to a directory this user can write to".to_owned()
     };
     Error::new(
-        ErrorKind::Transport,
-        "transport.socket_dir",
+        Code::TransportSocketDir,
         format!("cannot create a socket directory in {}", parent.display()),
     )
     .with_source(e)
@@ -234,8 +232,7 @@ pub(crate) fn resolve_group(group: &str) -> Result<Gid> {
     }
     let unknown = || {
         Error::new(
-            ErrorKind::Config,
-            "transport.unknown_group",
+            Code::TransportUnknownGroup,
             format!("unknown socket group \"{group}\""),
         )
         .with_hint(
@@ -260,8 +257,7 @@ pub(crate) fn chgrp(path: &Path, gid: Gid) -> Result<()> {
             "check PLUGIN_UNIX_SOCKET_GROUP and the filesystem holding the socket".to_owned()
         };
         Error::new(
-            ErrorKind::Security,
-            "transport.socket_group",
+            Code::TransportSocketGroup,
             format!("cannot give {} to group {gid}", path.display()),
         )
         .with_source(e)
@@ -335,15 +331,15 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let missing = parent.path().join("nope");
         let err = SocketDir::create(Some(&missing), None).unwrap_err();
-        assert_eq!(err.code(), "transport.socket_dir");
+        assert_eq!(err.code(), Code::TransportSocketDir);
         assert!(err.hint().unwrap().contains("does not exist"));
     }
 
     #[test]
     fn unknown_group_is_a_config_error_naming_the_variable() {
         let err = resolve_group("rpcplugin-no-such-group-xyz").unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert_eq!(err.code(), "transport.unknown_group");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Config);
+        assert_eq!(err.code(), Code::TransportUnknownGroup);
         assert!(err.to_string().contains("rpcplugin-no-such-group-xyz"));
         assert!(err.hint().unwrap().contains("PLUGIN_UNIX_SOCKET_GROUP"));
         // And nothing was created on the way to that error.

@@ -1,10 +1,11 @@
 //! Connected byte streams, and connecting to an endpoint.
 
+use rpcplugin_core::Code;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
+use rpcplugin_core::{Endpoint, Error, Network, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -146,8 +147,7 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Stream> {
         // `Endpoint` is non-exhaustive: a network added in core before this crate
         // learns to dial it.
         other => Err(Error::new(
-            ErrorKind::Transport,
-            "transport.connect",
+            Code::TransportConnect,
             format!(
                 "cannot connect to {other} over {}: this transport has no connector for it",
                 other.network()
@@ -181,7 +181,7 @@ fn connect_error(endpoint: &Endpoint, e: io::Error) -> Error {
         ),
         _ => None,
     };
-    let err = Error::new(ErrorKind::Transport, "transport.connect", message).with_source(e);
+    let err = Error::new(Code::TransportConnect, message).with_source(e);
     match hint {
         Some(hint) => err.with_hint(hint),
         None => err,
@@ -199,8 +199,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("plugin.sock");
         let err = connect(&Endpoint::Unix(path.clone())).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Transport);
-        assert_eq!(err.code(), "transport.connect");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Transport);
+        assert_eq!(err.code(), Code::TransportConnect);
         assert!(err.to_string().contains(&path.display().to_string()));
         assert_eq!(
             err.hint(),
@@ -230,7 +230,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let err = connect(&Endpoint::Tcp(addr)).await.unwrap_err();
-        assert_eq!(err.code(), "transport.connect");
+        assert_eq!(err.code(), Code::TransportConnect);
         assert!(err.to_string().contains(&addr.to_string()));
         assert!(err.hint().unwrap().contains(&addr.to_string()));
     }
@@ -239,6 +239,6 @@ mod tests {
     async fn connect_to_overlong_socket_path_explains() {
         let path = std::path::PathBuf::from(format!("/tmp/{}", "x".repeat(200)));
         let err = connect(&Endpoint::Unix(path)).await.unwrap_err();
-        assert_eq!(err.code(), "transport.socket_path_too_long");
+        assert_eq!(err.code(), Code::TransportSocketPathTooLong);
     }
 }

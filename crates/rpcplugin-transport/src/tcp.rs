@@ -1,11 +1,12 @@
 //! The TCP transport: loopback by default, optionally within a port range.
 
+use rpcplugin_core::Code;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 
-use rpcplugin_core::{Error, ErrorKind, Network, Result};
+use rpcplugin_core::{Error, Network, Result};
 use tokio::net::TcpListener;
 
 use crate::Transport;
@@ -65,8 +66,7 @@ impl TcpTransport {
             }
             Some((min, max)) if min > max => {
                 return Err(Error::new(
-                    ErrorKind::Config,
-                    "transport.port_range",
+                    Code::TransportPortRange,
                     format!("PLUGIN_MIN_PORT ({min}) is above PLUGIN_MAX_PORT ({max})"),
                 )
                 .with_hint("set PLUGIN_MIN_PORT to at most PLUGIN_MAX_PORT"));
@@ -91,8 +91,7 @@ impl TcpTransport {
             }
         }
         let err = Error::new(
-            ErrorKind::Transport,
-            "transport.no_free_port",
+            Code::TransportNoFreePort,
             format!("no free tcp port on {} in {min}..={max}", self.host),
         )
         .with_hint(
@@ -114,8 +113,7 @@ impl TcpTransport {
 
     fn bind_error(&self, port: u16, e: io::Error) -> Error {
         let err = Error::new(
-            ErrorKind::Transport,
-            "transport.bind",
+            Code::TransportBind,
             format!("cannot bind tcp {}", SocketAddr::new(self.host, port)),
         );
         let err = if e.kind() == io::ErrorKind::AddrNotAvailable {
@@ -222,8 +220,8 @@ mod tests {
             .bind()
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Transport);
-        assert_eq!(err.code(), "transport.no_free_port");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Transport);
+        assert_eq!(err.code(), Code::TransportNoFreePort);
         let hint = err.hint().unwrap();
         assert!(
             hint.contains("PLUGIN_MIN_PORT") && hint.contains("PLUGIN_MAX_PORT"),
@@ -239,8 +237,8 @@ mod tests {
             .bind()
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert_eq!(err.code(), "transport.port_range");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Config);
+        assert_eq!(err.code(), Code::TransportPortRange);
         let msg = err.to_string();
         assert!(
             msg.contains("PLUGIN_MIN_PORT") && msg.contains("PLUGIN_MAX_PORT"),

@@ -1,5 +1,6 @@
 //! The Unix-socket transport: where sockets go, their permissions, and their removal.
 
+use rpcplugin_core::Code;
 use std::fs::{self, Permissions};
 use std::future::Future;
 use std::io;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use nix::unistd::Gid;
-use rpcplugin_core::{Error, ErrorKind, Network, Result};
+use rpcplugin_core::{Error, Network, Result};
 use tokio::net::UnixListener;
 
 use crate::Transport;
@@ -103,9 +104,7 @@ impl UnixTransport {
                         Err(e) => return Err(e),
                     }
                 }
-                Err(last_err.unwrap_or_else(|| {
-                    Error::new(ErrorKind::Transport, ADDR_IN_USE, "no free socket name")
-                }))
+                Err(last_err.unwrap_or_else(|| Error::new(ADDR_IN_USE, "no free socket name")))
             }
         }
     }
@@ -121,7 +120,7 @@ impl Transport for UnixTransport {
     }
 }
 
-const ADDR_IN_USE: &str = "transport.address_in_use";
+const ADDR_IN_USE: Code = Code::TransportAddressInUse;
 
 /// The directory a host handed over must exist: creating it ourselves would hide
 /// a host/plugin mismatch and leave a directory nobody removes.
@@ -129,14 +128,12 @@ fn check_dir(dir: &Path) -> Result<()> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(Error::new(
-            ErrorKind::Config,
-            "transport.socket_dir_missing",
+            Code::TransportSocketDirMissing,
             format!("socket directory {} is not a directory", dir.display()),
         )
         .with_hint("set PLUGIN_UNIX_SOCKET_DIR to a directory, or unset it")),
         Err(e) => Err(Error::new(
-            ErrorKind::Config,
-            "transport.socket_dir_missing",
+            Code::TransportSocketDirMissing,
             format!("socket directory {} is not usable", dir.display()),
         )
         .with_source(e)
@@ -152,8 +149,7 @@ pub(crate) fn check_path_len(path: &Path) -> Result<()> {
     let len = path.as_os_str().len();
     if len > MAX_UNIX_PATH {
         return Err(Error::new(
-            ErrorKind::Transport,
-            "transport.socket_path_too_long",
+            Code::TransportSocketPathTooLong,
             format!(
                 "socket path \"{}\" is {len} bytes, over the {MAX_UNIX_PATH}-byte limit for unix sockets",
                 path.display()
@@ -242,8 +238,7 @@ pub(crate) async fn bind_socket(
     if let Err(e) = fs::set_permissions(path, Permissions::from_mode(mode)) {
         let _ = socket.remove();
         return Err(Error::new(
-            ErrorKind::Transport,
-            "transport.bind",
+            Code::TransportBind,
             format!("cannot set mode {mode:o} on socket {}", path.display()),
         )
         .with_source(e));
@@ -257,7 +252,6 @@ async fn remove_if_stale(path: &Path, in_use: io::Error) -> Result<()> {
     let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
     if !is_socket {
         return Err(Error::new(
-            ErrorKind::Transport,
             ADDR_IN_USE,
             format!("{} exists and is not a socket", path.display()),
         )
@@ -275,7 +269,6 @@ async fn remove_if_stale(path: &Path, in_use: io::Error) -> Result<()> {
             }
         }
         _ => Err(Error::new(
-            ErrorKind::Transport,
             ADDR_IN_USE,
             format!("another process is serving on {}", path.display()),
         )
@@ -286,8 +279,7 @@ async fn remove_if_stale(path: &Path, in_use: io::Error) -> Result<()> {
 
 fn bind_error(path: &Path, e: io::Error) -> Error {
     let err = Error::new(
-        ErrorKind::Transport,
-        "transport.bind",
+        Code::TransportBind,
         format!("cannot bind unix socket {}", path.display()),
     );
     let err = match e.kind() {
@@ -397,8 +389,8 @@ mod tests {
             .bind()
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert_eq!(err.code(), "transport.socket_dir_missing");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Config);
+        assert_eq!(err.code(), Code::TransportSocketDirMissing);
         assert!(err.hint().unwrap().contains("PLUGIN_UNIX_SOCKET_DIR"));
     }
 
@@ -408,8 +400,8 @@ mod tests {
         let long = tmp.path().join("d".repeat(MAX_UNIX_PATH));
         fs::create_dir(&long).unwrap();
         let err = UnixTransport::new().dir(&long).bind().await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Transport);
-        assert_eq!(err.code(), "transport.socket_path_too_long");
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Transport);
+        assert_eq!(err.code(), Code::TransportSocketPathTooLong);
         let msg = err.to_string();
         assert!(msg.contains(&long.display().to_string()), "{msg}");
         assert!(msg.contains("bytes"), "{msg}");
@@ -491,7 +483,7 @@ mod tests {
             .bind()
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Config);
         assert!(err.hint().unwrap().contains("PLUGIN_UNIX_SOCKET_GROUP"));
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
