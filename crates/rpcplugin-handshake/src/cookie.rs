@@ -32,8 +32,8 @@ pub struct MagicCookie {
 impl MagicCookie {
     /// A cookie named `key` with the expected `value`.
     ///
-    /// Both must be non-empty (a [`ErrorKind::Config`] error, code
-    /// `handshake.invalid_cookie`, otherwise): an empty value cannot tell "set by a
+    /// Both must be non-empty (otherwise a config error,
+    /// [`Code::HandshakeInvalidCookie`](rpcplugin_core::Code::HandshakeInvalidCookie)): an empty value cannot tell "set by a
     /// host" from "not set", and go-plugin refuses an empty key or value too. The
     /// key must also be usable as an environment variable name: no `=` and no NUL.
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Result<Self> {

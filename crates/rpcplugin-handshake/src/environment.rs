@@ -112,7 +112,7 @@ impl ReceivedEnv {
     /// other variable. Empty values count as unset, since go-plugin reads them with
     /// `os.Getenv`.
     ///
-    /// The port range is a [`ErrorKind::Config`] error when only one bound is set
+    /// The port range is a config error ([`rpcplugin_core::ErrorKind::Config`]) when only one bound is set
     /// (`handshake.incomplete_port_range`), a bound is not a port number
     /// (`handshake.bad_port`), or the minimum is above the maximum
     /// (`handshake.inverted_port_range`); each names the variable and the value.
