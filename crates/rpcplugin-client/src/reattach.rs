@@ -114,7 +114,7 @@ impl AttachBuilder {
         self
     }
 
-    /// How long [`GrpcBroker::dial`] waits for the plugin to announce an id.
+    /// How long [`GrpcBroker::dial`](crate::GrpcBroker::dial) waits for the plugin to announce an id.
     pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
         self.broker_dial_timeout = Some(timeout);
         self
