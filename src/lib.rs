@@ -92,7 +92,7 @@
 //!   the versions rpcplugin uses.
 
 pub use rpcplugin_core::{
-    Code, Endpoint, Error, ErrorKind, Network, ParseCodeError, Result, render,
+    Code, Endpoint, Error, ErrorKind, Network, NetworkName, ParseCodeError, Result, render,
 };
 /// One side's TLS choices (what it presents, what it trusts, AutoMTLS or not),
 /// given to a host's or a plugin's builder with `.tls(..)`.
@@ -132,6 +132,8 @@ pub use rpcplugin_transport as transport;
 
 /// Certificates, keys, checksums and rustls configurations (AutoMTLS and CA-based).
 pub use rpcplugin_crypto as crypto;
+
+pub mod testing;
 
 /// A plugin server builder: `rpcplugin::plugin_server().handshake(..).add_service(..).run()`.
 pub fn plugin_server() -> server::Builder {

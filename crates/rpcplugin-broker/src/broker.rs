@@ -181,7 +181,13 @@ impl GrpcBroker {
         }
         let info = self.inner.wait_for(id, timeout).await?;
         let endpoint = crate::dial::announced_endpoint(&info)?;
-        crate::dial::connect_channel(id, endpoint, config.dial_tls.clone()).await
+        crate::dial::connect_channel(
+            id,
+            endpoint,
+            config.dial_tls.clone(),
+            config.connectors.clone(),
+        )
+        .await
     }
 
     /// Whether the broker still works: false once this side stopped, or (on the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rpcplugin_transport::rustls::{ClientConfig, ServerConfig};
-use rpcplugin_transport::{MuxRouter, Transport};
+use rpcplugin_transport::{Connectors, MuxRouter, Transport};
 
 use crate::DEFAULT_BROKER_DIAL_TIMEOUT;
 
@@ -29,6 +29,7 @@ use crate::DEFAULT_BROKER_DIAL_TIMEOUT;
 #[must_use]
 pub struct Config {
     pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) connectors: Connectors,
     pub(crate) accept_tls: Option<Arc<ServerConfig>>,
     pub(crate) dial_tls: Option<Arc<ClientConfig>>,
     pub(crate) dial_timeout: Duration,
@@ -40,6 +41,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("network", &self.transport.network())
+            .field("connectors", &self.connectors)
             .field("accept_tls", &self.accept_tls.is_some())
             .field("dial_tls", &self.dial_tls.is_some())
             .field("dial_timeout", &self.dial_timeout)
@@ -51,16 +53,25 @@ impl fmt::Debug for Config {
 
 impl Config {
     /// Brokered servers bind their listeners with `transport` (one new listener
-    /// per id); plaintext, the default dial timeout, not multiplexed.
+    /// per id), any transport, custom ones included; dials use the built-in
+    /// connectors; plaintext, the default dial timeout, not multiplexed.
     pub fn new(transport: Arc<dyn Transport>) -> Self {
         Self {
             transport,
+            connectors: Connectors::new(),
             accept_tls: None,
             dial_tls: None,
             dial_timeout: DEFAULT_BROKER_DIAL_TIMEOUT,
             mux: None,
             http2_max_frame_size: None,
         }
+    }
+
+    /// How dials reach the endpoints the peer announces: the built-in connectors
+    /// and these custom ones (for a peer that brokers over a custom network).
+    pub fn connectors(mut self, connectors: Connectors) -> Self {
+        self.connectors = connectors;
+        self
     }
 
     /// How brokered servers run TLS with the peer's connections (`None`:

@@ -11,7 +11,9 @@ use rpcplugin_core::{Endpoint, Error, Network, Result};
 use rpcplugin_proto::plugin::ConnInfo;
 use rpcplugin_transport::rustls::ClientConfig;
 use rpcplugin_transport::rustls::pki_types::ServerName;
-use rpcplugin_transport::{DEFAULT_TLS_HANDSHAKE_TIMEOUT, MuxRouter, Stream, TlsFailure};
+use rpcplugin_transport::{
+    Connectors, DEFAULT_TLS_HANDSHAKE_TIMEOUT, MuxRouter, Stream, TlsFailure,
+};
 use tonic::transport::{Channel, Uri};
 
 use crate::broker::GrpcBroker;
@@ -40,6 +42,10 @@ pub(crate) fn announced_endpoint(info: &ConnInfo) -> Result<Endpoint> {
             .parse()
             .map(Endpoint::Tcp)
             .map_err(|_| bad("a tcp address must be IP:PORT")),
+        // A custom network's address is its connector's business; dialling one
+        // this side has no connector for fails with `transport.no_connector`.
+        Ok(network @ Network::Custom(_)) => Endpoint::custom(network, info.address.clone())
+            .map_err(|_| bad("a custom network's address must be one line of text")),
         _ => Err(bad(
             "the peer must announce a unix socket path or a tcp IP:PORT; a multiplexing peer \
              (go-plugin 1.6+) only multiplexes when the host sets PLUGIN_MULTIPLEX_GRPC",
@@ -53,13 +59,17 @@ pub(crate) async fn connect_channel(
     id: u32,
     endpoint: Endpoint,
     tls: Option<Arc<ClientConfig>>,
+    connectors: Connectors,
 ) -> Result<Channel> {
+    // Said now, not as a connect failure after the timeout.
+    connectors.require(&endpoint)?;
     let target = endpoint.clone();
     let connector = move |_: Uri| {
         let endpoint = target.clone();
         let tls = tls.clone();
+        let connectors = connectors.clone();
         async move {
-            let stream = rpcplugin_transport::connect(&endpoint).await?;
+            let stream = connectors.connect(&endpoint).await?;
             secure(stream, tls).await
         }
     };
@@ -210,7 +220,19 @@ mod tests {
             announced_endpoint(&info("tcp", "127.0.0.1:10001")).unwrap(),
             Endpoint::Tcp("127.0.0.1:10001".parse().unwrap())
         );
-        for (network, address) in [("", ""), ("unix", ""), ("tcp", "localhost"), ("pipe", "x")] {
+        assert_eq!(
+            announced_endpoint(&info("pipe", "x"))
+                .unwrap()
+                .network()
+                .as_str(),
+            "pipe"
+        );
+        for (network, address) in [
+            ("", ""),
+            ("unix", ""),
+            ("tcp", "localhost"),
+            ("pipe", "a|b"),
+        ] {
             let err = announced_endpoint(&info(network, address)).unwrap_err();
             assert_eq!(
                 err.code(),

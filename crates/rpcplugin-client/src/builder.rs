@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rpcplugin_config::Environment;
-use rpcplugin_core::Result;
+use rpcplugin_core::{Endpoint, Network, Result};
 use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
+use rpcplugin_transport::{Connectors, Transport};
+use tower::Service;
 
 use rpcplugin_crypto::TlsConfig;
 
@@ -38,6 +40,8 @@ pub struct Builder {
     pub(crate) stdio: stdio::Sink,
     pub(crate) broker_dial_timeout: Option<Duration>,
     pub(crate) multiplex: bool,
+    pub(crate) connectors: Connectors,
+    pub(crate) broker_transport: Option<Arc<dyn Transport>>,
 }
 
 impl Builder {
@@ -61,6 +65,8 @@ impl Builder {
             stdio: stdio::Sink::default(),
             broker_dial_timeout: None,
             multiplex: false,
+            connectors: Connectors::new(),
+            broker_transport: None,
         }
     }
 
@@ -250,6 +256,33 @@ impl Builder {
     /// support in its handshake is refused (`config.multiplex_unsupported`).
     pub fn multiplex_grpc(mut self, enabled: bool) -> Self {
         self.multiplex = enabled;
+        self
+    }
+
+    /// Dials `network`'s endpoints with `connector`: any tower
+    /// `Service<Endpoint>` whose response is a byte stream
+    /// ([`Io`](rpcplugin_transport::Io)), as tonic's `connect_with_connector`
+    /// takes one. A plugin announcing a custom network (its builder's
+    /// `.transport(..)`) needs one; without it the start fails with
+    /// `transport.no_connector`. Registering `unix` or `tcp` replaces the
+    /// built-in connector. Brokered connections to the plugin use it too.
+    pub fn connector<S>(mut self, network: Network, connector: S) -> Self
+    where
+        S: Service<Endpoint> + Clone + Send + Sync + 'static,
+        S::Response: rpcplugin_transport::Io,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: Send + 'static,
+    {
+        self.connectors = self.connectors.with(network, connector);
+        self
+    }
+
+    /// Binds the servers this host brokers for the plugin
+    /// ([`GrpcBroker::accept_and_serve`](crate::GrpcBroker::accept_and_serve))
+    /// with this transport (default: Unix sockets in a private directory, or
+    /// loopback TCP). The plugin then needs a connector for its network.
+    pub fn broker_transport(mut self, transport: impl Transport + 'static) -> Self {
+        self.broker_transport = Some(Arc::new(transport));
         self
     }
 

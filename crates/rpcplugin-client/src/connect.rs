@@ -10,7 +10,7 @@ use rpcplugin_handshake::HandshakeLine;
 use rpcplugin_proto::health::v1::HealthCheckRequest;
 use rpcplugin_proto::health::v1::health_check_response::ServingStatus;
 use rpcplugin_proto::health::v1::health_client::HealthClient;
-use rpcplugin_transport::{MuxRouter, TcpTransport, Transport, UnixTransport};
+use rpcplugin_transport::{Connectors, MuxRouter, TcpTransport, Transport, UnixTransport};
 use tonic::transport::Channel;
 
 use crate::spawned::Spawned;
@@ -45,27 +45,34 @@ pub(crate) async fn launched(
         .dial(name, server_cert, endpoint)
         .map_err(|err| handshake::with_line_context(err, line))?;
     let mux = handshake::multiplex_router(name, builder.multiplex, announced.multiplex)?;
-    // Brokered sockets go in the plugin's private directory.
-    let transport: Arc<dyn Transport> = match (endpoint, spawned.socket_dir()) {
-        (Endpoint::Unix(_), Some(dir)) => Arc::new(UnixTransport::new().dir(dir)),
-        _ => Arc::new(TcpTransport::new()),
-    };
+    // Brokered sockets go in the plugin's private directory, unless the host
+    // brokers over a transport of its own.
+    let transport: Arc<dyn Transport> =
+        match (&builder.broker_transport, endpoint, spawned.socket_dir()) {
+            (Some(custom), _, _) => custom.clone(),
+            (None, Endpoint::Unix(_) | Endpoint::Custom(..), Some(dir)) => {
+                Arc::new(UnixTransport::new().dir(dir))
+            }
+            _ => Arc::new(TcpTransport::new()),
+        };
     let ready = broker_ready(
         &resolved.host_tls,
         server_cert,
         dial.as_ref(),
         transport,
+        &builder.connectors,
         mux.clone(),
         builder.broker_dial_timeout,
     )?;
     if let Some(router) = &mux {
-        start_session(name, endpoint, router.clone()).await?;
+        start_session(name, endpoint, &builder.connectors, router.clone()).await?;
     }
     let target = Target {
         endpoint: endpoint.clone(),
         dial: dial.map(Arc::new),
         mux,
         connection: Connection::from_settings(&resolved.settings),
+        connectors: builder.connectors.clone(),
     };
     let channel = open_channel(name, &target).await?;
     let broker = broker::start(channel.clone(), ready, name);
@@ -84,10 +91,12 @@ pub(crate) fn broker_ready(
     server_cert: Option<&[u8]>,
     dial: Option<&Dial>,
     transport: Arc<dyn Transport>,
+    connectors: &Connectors,
     mux: Option<Arc<MuxRouter>>,
     dial_timeout: Option<Duration>,
 ) -> Result<rpcplugin_broker::Config> {
     Ok(rpcplugin_broker::Config::new(transport)
+        .connectors(connectors.clone())
         .multiplexed(mux)
         .accept_tls(host_tls.broker_accept(server_cert)?)
         .dial_tls(dial.map(|d| d.config.clone()))
@@ -96,8 +105,13 @@ pub(crate) fn broker_ready(
 
 /// Multiplexed: one connection to the plugin and a yamux session over it; the
 /// streams the plugin opens go to the brokered servers it knocked for.
-async fn start_session(name: &str, endpoint: &Endpoint, router: Arc<MuxRouter>) -> Result<()> {
-    let raw = rpcplugin_transport::connect(endpoint).await?;
+async fn start_session(
+    name: &str,
+    endpoint: &Endpoint,
+    connectors: &Connectors,
+    router: Arc<MuxRouter>,
+) -> Result<()> {
+    let raw = connectors.connect(endpoint).await?;
     let (session, mut inbound) =
         rpcplugin_transport::MuxSession::new(raw, rpcplugin_transport::MuxRole::Client);
     router.set_session(session);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rpcplugin_core::{Error, Network, Result};
 use rpcplugin_handshake::HandshakeLine;
-use rpcplugin_transport::MuxRouter;
+use rpcplugin_transport::{Connectors, MuxRouter};
 
 /// Parses the plugin's handshake line and checks it against what this host speaks
 /// (`versions`) and accepts (`networks`). Errors quote the line and the plugin's
@@ -17,6 +17,7 @@ pub(crate) fn check(
     line: &str,
     versions: &[u32],
     networks: &[Network],
+    connectors: &Connectors,
     tail: &[String],
 ) -> Result<HandshakeLine> {
     let with_context = |err: Error, what: &str| {
@@ -45,7 +46,18 @@ pub(crate) fn check(
         with_context(e, what)
     })?;
     let network = parsed.endpoint.network();
-    if !networks.contains(&network) {
+    if let Network::Custom(_) = network {
+        // A custom network is accepted by registering its connector.
+        connectors.require(&parsed.endpoint).map_err(|e| {
+            let hint = e.hint().unwrap_or_default().to_owned();
+            Error::new(
+                e.code(),
+                format!("plugin {name} serves over {network}, which this host cannot dial"),
+            )
+            .with_hint(hint)
+            .with_source(e)
+        })?;
+    } else if !networks.contains(&network) {
         return Err(Error::new(
             Code::ConfigTransportNotAllowed,
             format!("plugin {name} serves over {network}, which this host does not accept"),
@@ -104,6 +116,7 @@ mod tests {
     use rpcplugin_core::Endpoint;
 
     const BOTH: &[Network] = &[Network::Unix, Network::Tcp];
+    static NONE: std::sync::LazyLock<Connectors> = std::sync::LazyLock::new(Connectors::new);
 
     #[test]
     fn a_good_line_gives_the_endpoint_and_version() {
@@ -112,6 +125,7 @@ mod tests {
             "1|2|unix|/tmp/p/plugin.sock|grpc|\n",
             &[1, 2],
             BOTH,
+            &NONE,
             &[],
         )
         .unwrap();
@@ -122,7 +136,7 @@ mod tests {
     #[test]
     fn a_line_that_is_no_handshake_is_quoted_with_the_stderr_tail() {
         let tail = ["starting".to_owned(), "listening".to_owned()];
-        let err = check("kv", "hello from main()\n", &[1], BOTH, &tail).unwrap_err();
+        let err = check("kv", "hello from main()\n", &[1], BOTH, &NONE, &tail).unwrap_err();
         assert_eq!(err.kind(), rpcplugin_core::ErrorKind::Handshake);
         assert!(
             err.code().as_str().starts_with("handshake."),
@@ -137,7 +151,15 @@ mod tests {
 
     #[test]
     fn a_version_the_host_does_not_speak_is_refused_as_such() {
-        let err = check("kv", "1|3|unix|/tmp/p.sock|grpc|\n", &[1, 2], BOTH, &[]).unwrap_err();
+        let err = check(
+            "kv",
+            "1|3|unix|/tmp/p.sock|grpc|\n",
+            &[1, 2],
+            BOTH,
+            &NONE,
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(err.code(), Code::HandshakeIncompatibleAppVersion);
         assert_eq!(
             err.to_string(),
@@ -148,16 +170,39 @@ mod tests {
     #[test]
     fn a_transport_the_host_does_not_accept_is_refused() {
         let line = "1|1|tcp|127.0.0.1:1234|grpc|\n";
-        let err = check("kv", line, &[1], &[Network::Unix], &[]).unwrap_err();
+        let err = check("kv", line, &[1], &[Network::Unix], &NONE, &[]).unwrap_err();
         assert_eq!(err.code(), Code::ConfigTransportNotAllowed);
         assert!(err.hint().unwrap().contains("PLUGIN_CLIENT_TRANSPORTS"));
-        assert!(check("kv", line, &[1], BOTH, &[]).is_ok());
+        assert!(check("kv", line, &[1], BOTH, &NONE, &[]).is_ok());
+    }
+
+    #[test]
+    fn a_custom_network_needs_a_connector() {
+        let line = "1|1|vsock|3:5000|grpc|\n";
+        let err = check("kv", line, &[1], BOTH, &NONE, &[]).unwrap_err();
+        assert_eq!(err.code(), Code::TransportNoConnector);
+        assert_eq!(
+            err.to_string(),
+            "plugin kv serves over vsock, which this host cannot dial"
+        );
+        assert!(
+            err.hint().unwrap().contains(".connector("),
+            "{:?}",
+            err.hint()
+        );
+        let vsock = Network::custom("vsock").unwrap();
+        let dial = tower::service_fn(|_: Endpoint| async {
+            Ok::<_, std::io::Error>(tokio::io::duplex(8).0)
+        });
+        let with = Connectors::new().with(vsock, dial);
+        let announced = check("kv", line, &[1], BOTH, &with, &[]).unwrap();
+        assert_eq!(announced.endpoint.network(), vsock);
     }
 
     #[test]
     fn a_long_line_is_cut_in_the_hint() {
         let line = "x".repeat(1000);
-        let err = check("kv", &line, &[1], BOTH, &[]).unwrap_err();
+        let err = check("kv", &line, &[1], BOTH, &NONE, &[]).unwrap_err();
         let hint = err.hint().unwrap();
         assert!(hint.len() < 400, "{hint}");
         assert!(hint.contains('…'));

@@ -15,7 +15,9 @@ use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_crypto::{CertificateDer, Identity, TlsConfig};
 use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
 
-use rpcplugin_transport::Transport;
+use rpcplugin_core::Network;
+use rpcplugin_transport::{Connectors, Transport};
+use tower::Service;
 
 use crate::{Connection, PluginClient, Target, connect, output, tls};
 
@@ -29,6 +31,8 @@ pub struct AttachBuilder {
     environment: Option<Environment>,
     tls: TlsConfig,
     broker_dial_timeout: Option<Duration>,
+    connectors: Connectors,
+    broker_transport: Option<Arc<dyn Transport>>,
 }
 
 impl PluginClient {
@@ -56,6 +60,8 @@ impl PluginClient {
             environment: None,
             tls: TlsConfig::new(),
             broker_dial_timeout: None,
+            connectors: Connectors::new(),
+            broker_transport: None,
         }
     }
 
@@ -114,6 +120,32 @@ impl AttachBuilder {
         self
     }
 
+    /// Dials `network`'s endpoints with `connector`: any tower
+    /// `Service<Endpoint>` whose response is a byte stream
+    /// ([`Io`](rpcplugin_transport::Io)), as tonic's `connect_with_connector`
+    /// takes one. A plugin serving on a custom network needs one; without it the attach
+    /// fails with `transport.no_connector`. Registering `unix` or `tcp` replaces the
+    /// built-in connector. Brokered connections to the plugin use it too.
+    pub fn connector<S>(mut self, network: Network, connector: S) -> Self
+    where
+        S: Service<Endpoint> + Clone + Send + Sync + 'static,
+        S::Response: rpcplugin_transport::Io,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: Send + 'static,
+    {
+        self.connectors = self.connectors.with(network, connector);
+        self
+    }
+
+    /// Binds the servers this host brokers for the plugin
+    /// ([`GrpcBroker::accept_and_serve`](crate::GrpcBroker::accept_and_serve))
+    /// with this transport (default: Unix sockets in a private directory, or
+    /// loopback TCP). The plugin then needs a connector for its network.
+    pub fn broker_transport(mut self, transport: impl Transport + 'static) -> Self {
+        self.broker_transport = Some(Arc::new(transport));
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -141,13 +173,28 @@ impl AttachBuilder {
         let dial = host_tls
             .dial(&name, server_cert, &config.endpoint)
             .map_err(|err| attach_tls_hint(err, &name))?;
-        let transport: Arc<dyn Transport> = match config.endpoint {
+        self.connectors.require(&config.endpoint).map_err(|e| {
+            let hint = e.hint().unwrap_or_default().to_owned();
+            Error::new(
+                e.code(),
+                format!(
+                    "plugin {name} serves over {}, which this host cannot dial",
+                    config.endpoint.network()
+                ),
+            )
+            .with_hint(hint)
+            .with_source(e)
+        })?;
+        let transport: Arc<dyn Transport> = match (self.broker_transport, &config.endpoint) {
+            (Some(custom), _) => custom,
             // Brokered sockets in private directories of this host's own.
-            Endpoint::Unix(_) => Arc::new(rpcplugin_transport::UnixTransport::new()),
-            Endpoint::Tcp(_) => Arc::new(rpcplugin_transport::TcpTransport::new()),
+            (None, Endpoint::Unix(_) | Endpoint::Custom(..)) => {
+                Arc::new(rpcplugin_transport::UnixTransport::new())
+            }
+            (None, Endpoint::Tcp(_)) => Arc::new(rpcplugin_transport::TcpTransport::new()),
             // `Endpoint` is non-exhaustive: one added in core before this host
             // can broker over it.
-            other => {
+            (None, other) => {
                 return Err(Error::new(
                     Code::TransportNoCommonNetwork,
                     format!(
@@ -163,6 +210,7 @@ impl AttachBuilder {
             server_cert,
             dial.as_ref(),
             transport,
+            &self.connectors,
             None,
             self.broker_dial_timeout,
         )?;
@@ -171,6 +219,7 @@ impl AttachBuilder {
             dial: dial.map(Arc::new),
             mux: None,
             connection: Connection::from_settings(&settings),
+            connectors: self.connectors,
         };
         let channel = connect::open_channel(&name, &target).await?;
         connect::check_health(&name, &channel, &target).await?;

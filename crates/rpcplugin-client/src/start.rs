@@ -34,6 +34,7 @@ pub(crate) async fn start(builder: Builder) -> Result<PluginClient> {
         &line,
         &builder.versions,
         &resolved.settings.client_transports,
+        &builder.connectors,
         &spawned.tail.lines(),
     )?;
     let connected = connect::launched(&builder, &resolved, &spawned, &announced, &line).await?;

@@ -21,6 +21,8 @@ pub(crate) struct Target {
     /// connection is then a stream of that session, not a new socket connection.
     pub(crate) mux: Option<Arc<rpcplugin_transport::MuxRouter>>,
     pub(crate) connection: Connection,
+    /// How the endpoint (and any other the plugin announces) is dialled.
+    pub(crate) connectors: rpcplugin_transport::Connectors,
 }
 
 /// The largest HTTP/2 frame the plugin may send: 1 MiB instead of 16 KiB cuts the
@@ -82,7 +84,7 @@ impl Target {
     /// One connection: the transport, then TLS when asked.
     pub(crate) async fn connect(&self) -> Result<TokioIo<rpcplugin_transport::Stream>> {
         let stream = match self.mux.as_ref().map(|router| router.session()) {
-            None => rpcplugin_transport::connect(&self.endpoint).await?,
+            None => self.connectors.connect(&self.endpoint).await?,
             Some(session) => {
                 let closed = |err: std::io::Error| {
                     Error::new(

@@ -45,10 +45,7 @@ pub(crate) fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Network>, 
             let list: Result<Vec<Network>, E> = v
                 .split(',')
                 .filter(|s| !s.trim().is_empty())
-                .map(|s| {
-                    s.parse()
-                        .map_err(|_| E::invalid_value(de::Unexpected::Str(s), &self))
-                })
+                .map(|s| builtin(s).ok_or_else(|| E::invalid_value(de::Unexpected::Str(s), &self)))
                 .collect();
             let list = list?;
             if list.is_empty() {
@@ -60,14 +57,23 @@ pub(crate) fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Network>, 
             let mut out = Vec::new();
             while let Some(s) = seq.next_element::<String>()? {
                 out.push(
-                    s.parse()
-                        .map_err(|_| de::Error::invalid_value(de::Unexpected::Str(&s), &self))?,
+                    builtin(&s)
+                        .ok_or_else(|| de::Error::invalid_value(de::Unexpected::Str(&s), &self))?,
                 );
             }
             Ok(out)
         }
     }
     d.deserialize_any(V)
+}
+
+/// `unix` or `tcp`: the networks settings can name. A custom network comes with
+/// a transport or connector given in code, never from a variable.
+fn builtin(name: &str) -> Option<Network> {
+    match name.parse() {
+        Ok(n @ (Network::Unix | Network::Tcp)) => Some(n),
+        _ => None,
+    }
 }
 
 /// A size in bytes: a number, or a string with an optional unit (`"4MiB"`, `"256 MiB"`, `"1GiB"`).

@@ -90,7 +90,7 @@ codes! {
     HandshakeBadAppVersion = "handshake.bad_app_version", Handshake;
     /// Host and plugin have no app protocol version in common.
     HandshakeIncompatibleAppVersion = "handshake.incompatible_app_version", Handshake;
-    /// The handshake line names a network other than `unix` and `tcp`.
+    /// The handshake line's network field is not a network name (`unix`, `tcp` or a custom name).
     HandshakeUnknownNetwork = "handshake.unknown_network", Handshake;
     /// The handshake line's address cannot be parsed for its network.
     HandshakeBadAddress = "handshake.bad_address", Handshake;
@@ -157,6 +157,10 @@ codes! {
     TransportServe = "transport.serve", Transport;
     /// A supervised plugin is restarting, or its supervisor gave up.
     TransportPluginDown = "transport.plugin_down", Transport;
+    /// The plugin serves over a network this host has no connector for.
+    TransportNoConnector = "transport.no_connector", Config;
+    /// A custom network's name or address cannot be written in a handshake line.
+    TransportBadEndpoint = "transport.bad_endpoint", Config;
     /// Host and plugin accept no network in common.
     TransportNoCommonNetwork = "transport.no_common_network", Config;
     /// Every TCP port in the allowed range is taken.

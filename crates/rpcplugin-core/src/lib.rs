@@ -23,5 +23,5 @@ mod endpoint;
 mod error;
 
 pub use code::{Code, ParseCodeError};
-pub use endpoint::{Endpoint, Network, ParseNetworkError};
+pub use endpoint::{BadEndpoint, Endpoint, Network, NetworkName, ParseNetworkError};
 pub use error::{Error, ErrorKind, Result, render};

@@ -295,7 +295,8 @@ impl HandshakeLine {
             )
             .with_source(e)
             .with_hint(
-                "the plugin must announce \"unix\" or \"tcp\"; report this to the plugin's author",
+                "the plugin must announce \"unix\", \"tcp\" or a custom network name; report \
+                 this to the plugin's author",
             )
         })?;
         let endpoint = parse_address(network, fields[3])?;
@@ -343,6 +344,10 @@ pub(crate) fn parse_address(network: Network, address: &str) -> Result<Endpoint>
                 Some(port) => Ok(Endpoint::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))),
                 None => Err(bad_address("tcp")),
             }
+        }
+        // A custom network's address is opaque: its connector reads it.
+        Network::Custom(_) => {
+            Endpoint::custom(network, address).map_err(|_| bad_address(network.as_str()))
         }
         // `Network` is non-exhaustive: a network added in core before this crate
         // knows its address syntax.
@@ -533,11 +538,26 @@ mod tests {
     }
 
     #[test]
-    fn unknown_network_is_an_error() {
+    fn a_network_that_is_no_name_is_an_error() {
         assert_eq!(
-            code("1|1|udp|127.0.0.1:1|grpc|"),
+            code("1|1|no such net|127.0.0.1:1|grpc|"),
             Code::HandshakeUnknownNetwork
         );
+    }
+
+    #[test]
+    fn a_custom_network_round_trips_with_its_opaque_address() {
+        let line = HandshakeLine::parse("1|1|abstract|rpcplugin-7f3a.sock|grpc|\n").unwrap();
+        let network = Network::custom("abstract").unwrap();
+        assert_eq!(
+            line.endpoint,
+            Endpoint::custom(network, "rpcplugin-7f3a.sock").unwrap()
+        );
+        assert_eq!(
+            HandshakeLine::parse(&line.encode()).unwrap().endpoint,
+            line.endpoint
+        );
+        assert_eq!(code("1|1|abstract| |grpc|"), Code::HandshakeBadAddress);
     }
 
     #[test]
@@ -689,6 +709,13 @@ mod proptests {
                 };
                 Endpoint::Tcp(addr)
             }),
+            ("[a-z][a-z0-9._-]{0,31}", "[^|\r\n ][^|\r\n]{0,60}[^|\r\n ]").prop_filter_map(
+                "a custom network",
+                |(name, address)| {
+                    let network = name.parse::<Network>().ok()?;
+                    Endpoint::custom(network, address).ok()
+                }
+            ),
         ]
     }
 

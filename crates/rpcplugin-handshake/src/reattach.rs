@@ -207,8 +207,8 @@ mod tests {
                 "grpc only",
             ),
             (
-                r#"{"Protocol":"grpc","ProtocolVersion":1,"Pid":1,"Addr":{"Network":"udp","String":"/x"}}"#,
-                "udp",
+                r#"{"Protocol":"grpc","ProtocolVersion":1,"Pid":1,"Addr":{"Network":"no net","String":"/x"}}"#,
+                "no net",
             ),
             (
                 r#"{"Protocol":"grpc","ProtocolVersion":1,"Pid":1,"Addr":{"Network":"tcp","String":"nowhere"}}"#,

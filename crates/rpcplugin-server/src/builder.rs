@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rpcplugin_config::Environment;
-use rpcplugin_core::{Network, Result};
+use rpcplugin_core::{Endpoint, Network, Result};
 use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, TlsConfig};
+use rpcplugin_handshake::HandshakeLine;
+use rpcplugin_transport::{Connectors, Io, Transport};
+use tower_service::Service;
 
 use crate::{AddService, GrpcBroker, Limits, PluginService, ServiceSet, StopReason};
 
@@ -34,6 +37,9 @@ pub struct Builder {
     pub(crate) service_names: Vec<String>,
     pub(crate) reflection: Vec<&'static [u8]>,
     pub(crate) transports: Option<Vec<Network>>,
+    pub(crate) transport: Option<std::sync::Arc<dyn Transport>>,
+    pub(crate) connectors: Connectors,
+    pub(crate) in_process: Option<crate::prepare::Announce>,
     pub(crate) max_receive: Option<usize>,
     pub(crate) max_send: Option<usize>,
     pub(crate) drain_timeout: Option<Duration>,
@@ -54,6 +60,8 @@ impl fmt::Debug for Builder {
             .field("versioned", &self.versioned)
             .field("services", &self.service_names)
             .field("transports", &self.transports)
+            .field("transport", &self.transport)
+            .field("connectors", &self.connectors)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -125,6 +133,33 @@ impl Builder {
     /// way the HTTP/2 server accepts).
     pub fn transports(mut self, transports: impl IntoIterator<Item = Network>) -> Self {
         self.transports = Some(transports.into_iter().collect());
+        self
+    }
+
+    /// Serves over this transport instead of a Unix socket or loopback TCP: a
+    /// custom one ([`Transport`]: an abstract Unix socket, a vsock, ...), or a
+    /// built-in one set up in code. Wins over [`transports`](Self::transports) and
+    /// `PLUGIN_SERVER_TRANSPORTS`. The handshake line announces its network and
+    /// the endpoint its listener reports; the host needs a connector for that
+    /// network (the client builder's `.connector(..)`). Services brokered by
+    /// this plugin are served over it too.
+    pub fn transport(mut self, transport: impl Transport + 'static) -> Self {
+        self.transport = Some(std::sync::Arc::new(transport));
+        self
+    }
+
+    /// Dials `network`'s endpoints with `connector` (any tower
+    /// `Service<Endpoint>` returning a byte stream) when this plugin's broker
+    /// dials a service the host brokers over a custom network. `unix` and `tcp`
+    /// are built in.
+    pub fn connector<S>(mut self, network: Network, connector: S) -> Self
+    where
+        S: Service<Endpoint> + Clone + Send + Sync + 'static,
+        S::Response: Io,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: Send + 'static,
+    {
+        self.connectors = self.connectors.with(network, connector);
         self
     }
 
@@ -304,6 +339,23 @@ impl Builder {
     /// Serves until the host asks the plugin to stop, SIGTERM, or the host is gone.
     pub async fn serve(self) -> Result<StopReason> {
         self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serves inside this process, for a host in the same process (what
+    /// `rpcplugin::testing` does): the handshake line is handed to `announce`
+    /// instead of being printed; stdout and stderr are left alone and no signal
+    /// handler or parent watch is installed. Stops when the host calls
+    /// Shutdown or `signal` completes. The environment (set with
+    /// [`environment`](Self::environment)) stands for what the host would set;
+    /// the cookie check is skipped, the host being this very program.
+    /// Give it a [`transport`](Self::transport) the host can dial.
+    pub async fn serve_in_process(
+        mut self,
+        announce: impl FnOnce(HandshakeLine) + Send + 'static,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<StopReason> {
+        self.in_process = Some(Box::new(announce));
+        self.serve_with_shutdown(signal).await
     }
 
     /// Like [`Builder::serve`], and also stops when `signal` completes.

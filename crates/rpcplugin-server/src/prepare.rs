@@ -23,6 +23,19 @@ impl Builder {
         let settings = Settings::from_sources(&env, self.config_file.as_deref())?;
         let received = if self.debug {
             debug_env()
+        } else if self.in_process.is_some() {
+            // The host is this program: it sets the plugin's own cookie.
+            let (key, value) = settings
+                .magic_cookie(self.cookie.take())
+                .unwrap_or_else(|| ("RPCPLUGIN_IN_PROCESS".to_owned(), "1".to_owned()));
+            let cookie = MagicCookie::new(key, value)?;
+            ReceivedEnv::from_lookup(&cookie, |key| {
+                if key == cookie.key() {
+                    Some(cookie.value().to_owned())
+                } else {
+                    env.get(key).map(str::to_owned)
+                }
+            })?
         } else {
             received_env(self.cookie.take(), &settings, &env)?
         };
@@ -36,13 +49,17 @@ impl Builder {
             .take()
             .or_else(|| settings.server_transports.clone())
             .unwrap_or_else(|| default_transports(self.debug, &received));
-        if self.debug {
+        if self.debug && self.transport.is_none() {
             refuse_plaintext_tcp(tls.is_some(), &transports)?;
         }
-        let transport = transport(transports.first().copied(), &received)?;
+        let transport = match self.transport.take() {
+            Some(custom) => custom,
+            None => transport(transports.first().copied(), &received)?,
+        };
         let mux = received.multiplex_grpc.then(|| Arc::new(MuxRouter::new()));
         self.broker.set_ready(
             rpcplugin_broker::Config::new(transport.clone())
+                .connectors(self.connectors.clone())
                 .multiplexed(mux.clone())
                 .accept_tls(tls.as_ref().map(|t| t.config.clone()))
                 .dial_tls(tls.as_ref().map(|t| t.dial.clone()))
@@ -68,6 +85,7 @@ impl Builder {
             capture_stderr: self.capture_stderr,
             broker: self.broker,
             debug: self.debug,
+            in_process: self.in_process.take(),
         })
     }
 
@@ -205,7 +223,12 @@ pub(crate) struct Prepared {
     pub(crate) capture_stderr: bool,
     pub(crate) broker: broker::PluginBroker,
     pub(crate) debug: bool,
+    /// Served inside another program: where the handshake line goes.
+    pub(crate) in_process: Option<Announce>,
 }
+
+/// Where a plugin served in-process hands its handshake line.
+pub(crate) type Announce = Box<dyn FnOnce(rpcplugin_handshake::HandshakeLine) + Send>;
 
 /// Unix sockets, except for hosts that send no `PLUGIN_PROTOCOL_VERSIONS`.
 ///

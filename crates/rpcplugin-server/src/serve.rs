@@ -34,6 +34,7 @@ impl Prepared {
         mut self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<StopReason> {
+        let in_process = self.in_process.is_some();
         let listener = Arc::new(self.transport.bind().await?);
         let endpoint = listener.endpoint().clone();
         self.broker.set_endpoint(endpoint.clone());
@@ -60,19 +61,26 @@ impl Prepared {
             result = &mut server => return server_result(result).map(|_| StopReason::Requested),
             _ = std::future::ready(()) => {}
         }
-        self.announce(&line)?;
+        // In-process, the host's program owns stdout, stderr and the signals.
+        let stop_sources = if let Some(announce) = self.in_process.take() {
+            announce(line);
+            stop_on(stop_tx, signal)
+        } else {
+            self.announce(&line)?;
+            // A person runs a debug-mode plugin: Ctrl-C is for it, and its parent
+            // is a shell whose exit means nothing.
+            spawn_stop_sources(
+                stop_tx,
+                self.ignore_sigint && !self.debug,
+                !self.debug,
+                signal,
+            )?
+        };
         // Nothing but the handshake may reach the host's stdout pipe. A debug-mode
-        // plugin runs in a person's terminal: its output stays there.
-        let capture = (!self.debug).then(|| stdio::Capture::start(stdio_hub, self.capture_stderr));
-
-        // A person runs a debug-mode plugin: Ctrl-C is for it, and its parent is a
-        // shell whose exit means nothing.
-        let stop_sources = spawn_stop_sources(
-            stop_tx,
-            self.ignore_sigint && !self.debug,
-            !self.debug,
-            signal,
-        )?;
+        // plugin runs in a person's terminal: its output stays there; so does an
+        // in-process plugin's, in its host's.
+        let capture = (!self.debug && !in_process)
+            .then(|| stdio::Capture::start(stdio_hub, self.capture_stderr));
         let reason = tokio::select! {
             result = &mut server => {
                 server_result(result)?;
@@ -115,8 +123,11 @@ impl Prepared {
     /// Drain: ends the stdio streams, reports NOT_SERVING, closes the broker, lets
     /// in-flight calls finish within the drain timeout, then closes connections
     /// and removes the socket.
+    // By value: a `&self` held across its awaits would make the serve future
+    // need `Prepared: Sync`, which the boxed services are not; owned, it stays
+    // `Send`, so a caller can spawn it (rpcplugin::testing does).
     async fn drain(
-        &self,
+        self,
         capture: Option<stdio::Capture>,
         serving: watch::Sender<bool>,
         shutdown: oneshot::Sender<()>,
@@ -150,6 +161,17 @@ impl Prepared {
             tracing::warn!(error = %err, "cannot remove the plugin socket");
         }
     }
+}
+
+/// In-process: only the caller's signal stops the plugin (besides Shutdown).
+fn stop_on(
+    stop: mpsc::Sender<StopReason>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop.send(StopReason::Requested).await;
+    })
 }
 
 /// The gRPC server over the listener's connections (TLS when served; streams of

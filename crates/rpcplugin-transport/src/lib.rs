@@ -6,8 +6,11 @@
 //! that socket layer and nothing above it:
 //!
 //! - the [`Transport`] trait, which binds a [`Listener`], with [`UnixTransport`]
-//!   and [`TcpTransport`];
-//! - [`connect`], which dials an [`Endpoint`] and returns a [`Stream`];
+//!   and [`TcpTransport`]; a custom transport's listener is [`Listener::new`]
+//!   over an [`Accept`] yielding its own IO type;
+//! - [`Connectors`], which dial an [`Endpoint`] and return a [`Stream`]:
+//!   [`UnixConnector`] and [`TcpConnector`] built in (the free function
+//!   [`connect`]), and any tower `Service<Endpoint>` for a custom [`Network`];
 //! - [`choose`], which picks the network host and plugin both accept;
 //! - [`MuxSession`], many streams over one connection (yamux, go-plugin's
 //!   multiplexed broker);
@@ -57,6 +60,7 @@
 //! None. Unix only.
 
 mod allocator;
+mod connector;
 mod listener;
 mod mux;
 mod socket_dir;
@@ -65,28 +69,34 @@ mod tcp;
 mod tls;
 mod unix;
 
-use rpcplugin_core::Code;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
 pub use allocator::{MMAP_THRESHOLD, TRIM_THRESHOLD, tune_allocator};
-pub use listener::Listener;
+pub use connector::{Connectors, TcpConnector, UnixConnector};
+pub use listener::{Accept, Listener};
 pub use mux::{MuxIncoming, MuxRole, MuxRouter, MuxSession, MuxedStream};
-pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Network, Result};
+pub use rpcplugin_core::{Code, Endpoint, Error, ErrorKind, Network, NetworkName, Result};
 /// The rustls crate this transport runs TLS with (same version as its configs).
 pub use rustls;
 pub use socket_dir::SocketDir;
-pub use stream::{Stream, connect};
+pub use stream::{CustomStream, Io, Stream, connect};
 pub use tcp::TcpTransport;
 pub use tls::{DEFAULT_TLS_HANDSHAKE_TIMEOUT, TLS_CONFIRM_WAIT, TlsFailure, TlsStream};
 pub use unix::{MAX_UNIX_PATH, UnixTransport};
 
-/// Binds listeners for one network.
+/// Binds listeners for one network: the plugin side of a transport.
 ///
 /// Tiny and object-safe so a server can hold `Box<dyn Transport>` chosen at run
-/// time, and users can add their own (a pre-opened socket, a test double).
-/// Connecting needs no transport object: [`connect`] dials any [`Endpoint`].
+/// time. [`UnixTransport`] and [`TcpTransport`] are the two that ship; an
+/// application adds its own (an abstract Unix socket, a vsock, a pre-opened
+/// socket, an in-memory pipe) by returning [`Listener::new`] over an [`Accept`]
+/// from `bind`, naming a [`Network::custom`] network, and handing it to the
+/// plugin server builder's `.transport(..)`. The host dials it with a connector
+/// (any tower `Service<Endpoint>`) given to its builder's `.connector(..)`
+/// ([`Connectors`]). `examples/abstract_transport.rs` in the rpcplugin
+/// repository is a whole one.
 pub trait Transport: fmt::Debug + Send + Sync {
     /// The network this transport binds, as announced in the handshake line.
     fn network(&self) -> Network;

@@ -5,14 +5,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use rpcplugin_core::{Endpoint, Error, Result};
+use rpcplugin_core::{Endpoint, Error, Network, Result};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 use crate::socket_dir::SocketDir;
-use crate::stream::Stream;
+use crate::stream::{CustomStream, Stream};
 use crate::unix::SocketFile;
 
 /// A bound socket accepting [`Stream`]s, made by [`Transport::bind`](crate::Transport::bind).
+///
+/// A custom transport makes one with [`Listener::new`] from its endpoint and an
+/// [`Accept`]; it owns whatever binding made, and cleans up in its `Drop`.
 ///
 /// A Unix listener owns its socket file, and the private directory around it when
 /// the transport made one; dropping the listener removes them (a failure is logged
@@ -34,6 +37,48 @@ enum Inner {
         dir: Option<SocketDir>,
     },
     Tcp(TcpListener),
+    Custom(Box<dyn AcceptBoxed>),
+}
+
+/// Accepts the connections of a custom transport's listener (tonic's incoming
+/// stream and hyper's `Accept`, as one poll method).
+///
+/// The IO type is the transport's own; [`Listener`] boxes it into a
+/// [`Stream::Custom`]. TLS, when served, runs over it as over a Unix socket.
+pub trait Accept: Send + Sync + 'static {
+    /// A connection's byte stream.
+    type Io: crate::Io;
+
+    /// Polls for the next connection; errors are logged and accepting goes on
+    /// (as for `accept(2)`'s transient failures).
+    ///
+    /// # Errors
+    ///
+    /// The io error of one failed accept.
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>>;
+}
+
+/// [`Accept`] with its IO type boxed, so that [`Listener`] holds any.
+trait AcceptBoxed: Send + Sync {
+    fn poll_accept_boxed(&self, cx: &mut Context<'_>, network: Network)
+    -> Poll<io::Result<Stream>>;
+}
+
+impl<A: Accept> AcceptBoxed for A {
+    fn poll_accept_boxed(
+        &self,
+        cx: &mut Context<'_>,
+        network: Network,
+    ) -> Poll<io::Result<Stream>> {
+        self.poll_accept(cx)
+            .map_ok(|io| CustomStream::boxed(network, Box::new(io)))
+    }
+}
+
+impl std::fmt::Debug for dyn AcceptBoxed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Accept")
+    }
 }
 
 impl Listener {
@@ -52,6 +97,16 @@ impl Listener {
         Self {
             endpoint: Endpoint::Tcp(addr),
             inner: Inner::Tcp(listener),
+        }
+    }
+
+    /// A custom transport's listener: bound at `endpoint` (announced in the
+    /// handshake line as it displays), accepting with `accept`. Dropping the
+    /// listener drops `accept`, which must release what binding took.
+    pub fn new(endpoint: Endpoint, accept: impl Accept) -> Self {
+        Self {
+            endpoint,
+            inner: Inner::Custom(Box::new(accept)),
         }
     }
 
@@ -91,6 +146,7 @@ impl Listener {
             Inner::Tcp(listener) => listener
                 .poll_accept(cx)
                 .map_ok(|(stream, _)| Stream::Tcp(nodelay(stream))),
+            Inner::Custom(accept) => accept.poll_accept_boxed(cx, self.endpoint.network()),
         }
     }
 
@@ -104,6 +160,10 @@ impl Listener {
         match self.inner {
             Inner::Tcp(listener) => {
                 drop(listener);
+                Ok(())
+            }
+            Inner::Custom(accept) => {
+                drop(accept);
                 Ok(())
             }
             Inner::Unix {

@@ -29,6 +29,46 @@ pub enum Stream {
     Tls(Box<crate::TlsStream>),
     /// One stream of a multiplexed connection ([`MuxSession`](crate::MuxSession)).
     Muxed(Box<crate::MuxedStream>),
+    /// A connection over a custom network: whatever IO type its
+    /// [`Accept`](crate::Accept) or connector yields. Boxed twice (here and the
+    /// IO inside) so that the built-in variants' stream stays as small as before.
+    Custom(Box<CustomStream>),
+}
+
+/// The IO type of a custom transport: bytes both ways, movable between tasks.
+///
+/// Implemented for every type that qualifies (tokio's streams, `DuplexStream`,
+/// a TLS stream over one of them, ...).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A connection over a custom network, as a [`Stream`] carries it.
+pub struct CustomStream {
+    network: Network,
+    io: Box<dyn Io>,
+}
+
+impl CustomStream {
+    /// `io`, a connection over `network`.
+    pub fn new(network: Network, io: impl Io) -> Self {
+        Self {
+            network,
+            io: Box::new(io),
+        }
+    }
+
+    pub(crate) fn boxed(network: Network, io: Box<dyn Io>) -> Stream {
+        Stream::Custom(Box::new(Self { network, io }))
+    }
+}
+
+impl std::fmt::Debug for CustomStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomStream")
+            .field("network", &self.network)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Stream {
@@ -39,6 +79,7 @@ impl Stream {
             Self::Tcp(_) => Network::Tcp,
             Self::Tls(s) => s.get_ref().0.network(),
             Self::Muxed(s) => s.network(),
+            Self::Custom(s) => s.network,
         }
     }
 }
@@ -54,6 +95,7 @@ impl AsyncRead for Stream {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
             Self::Muxed(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Self::Custom(s) => Pin::new(&mut *s.io).poll_read(cx, buf),
         }
     }
 }
@@ -69,6 +111,7 @@ impl AsyncWrite for Stream {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             Self::Muxed(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Self::Custom(s) => Pin::new(&mut *s.io).poll_write(cx, buf),
         }
     }
 
@@ -84,6 +127,7 @@ impl AsyncWrite for Stream {
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
             Self::Muxed(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            Self::Custom(s) => Pin::new(&mut *s.io).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -93,6 +137,7 @@ impl AsyncWrite for Stream {
             Self::Tcp(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
             Self::Muxed(_) => false,
+            Self::Custom(s) => s.io.is_write_vectored(),
         }
     }
 
@@ -102,6 +147,7 @@ impl AsyncWrite for Stream {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
             Self::Muxed(s) => Pin::new(&mut **s).poll_flush(cx),
+            Self::Custom(s) => Pin::new(&mut *s.io).poll_flush(cx),
         }
     }
 
@@ -111,6 +157,7 @@ impl AsyncWrite for Stream {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
             Self::Muxed(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Self::Custom(s) => Pin::new(&mut *s.io).poll_shutdown(cx),
         }
     }
 }
@@ -144,16 +191,7 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Stream> {
                 .map_err(|e| connect_error(endpoint, e))?;
             Ok(Stream::Tcp(stream))
         }
-        // `Endpoint` is non-exhaustive: a network added in core before this crate
-        // learns to dial it.
-        other => Err(Error::new(
-            Code::TransportConnect,
-            format!(
-                "cannot connect to {other} over {}: this transport has no connector for it",
-                other.network()
-            ),
-        )
-        .with_hint("use a unix or tcp endpoint")),
+        other => Err(crate::connector::no_connector(other)),
     }
 }
 
