@@ -47,7 +47,8 @@
 //!     .handshake("BASIC_PLUGIN", "hello")
 //!     .start()
 //!     .await?;
-//! let mut kv = KvClient::new(plugin.channel());
+//! // Made with the host's message limits (go-plugin's i32::MAX), not tonic's 4 MiB.
+//! let mut kv = rpcplugin::client::new_client!(KvClient, plugin);
 //! let reply = kv.get(GetRequest { key: "hello".into() }).await?;
 //! plugin.stop().await?;
 //! # Ok(()) }

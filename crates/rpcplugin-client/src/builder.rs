@@ -38,6 +38,7 @@ pub struct Builder {
     pub(crate) stdio: stdio::Sink,
     pub(crate) broker_dial_timeout: Option<Duration>,
     pub(crate) multiplex: bool,
+    pub(crate) max_message_sizes: Option<(usize, usize)>,
 }
 
 impl Builder {
@@ -61,6 +62,7 @@ impl Builder {
             stdio: stdio::Sink::default(),
             broker_dial_timeout: None,
             multiplex: false,
+            max_message_sizes: None,
         }
     }
 
@@ -250,6 +252,17 @@ impl Builder {
     /// support in its handshake is refused (`config.multiplex_unsupported`).
     pub fn multiplex_grpc(mut self, enabled: bool) -> Self {
         self.multiplex = enabled;
+        self
+    }
+
+    /// The message limits of the clients made with
+    /// [`new_client!`](crate::new_client): the largest message they decode
+    /// (`receive`) and encode (`send`). Default: `PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE`
+    /// and `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`, else
+    /// [`DEFAULT_HOST_MAX_MESSAGE_SIZE`](crate::DEFAULT_HOST_MAX_MESSAGE_SIZE)
+    /// (`i32::MAX`, what go-plugin's hosts allow).
+    pub fn max_message_sizes(mut self, receive: usize, send: usize) -> Self {
+        self.max_message_sizes = Some((receive, send));
         self
     }
 

@@ -29,6 +29,7 @@ pub struct AttachBuilder {
     environment: Option<Environment>,
     tls: TlsConfig,
     broker_dial_timeout: Option<Duration>,
+    max_message_sizes: Option<(usize, usize)>,
 }
 
 impl PluginClient {
@@ -56,6 +57,7 @@ impl PluginClient {
             environment: None,
             tls: TlsConfig::new(),
             broker_dial_timeout: None,
+            max_message_sizes: None,
         }
     }
 
@@ -114,6 +116,13 @@ impl AttachBuilder {
         self
     }
 
+    /// The message limits of the clients made with
+    /// [`new_client!`](crate::new_client), as [`Builder::max_message_sizes`](crate::Builder::max_message_sizes).
+    pub fn max_message_sizes(mut self, receive: usize, send: usize) -> Self {
+        self.max_message_sizes = Some((receive, send));
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -129,7 +138,11 @@ impl AttachBuilder {
     /// `security.*`), and `transport.connect` when nothing answers at the address.
     pub async fn start(self) -> Result<PluginClient> {
         let env = self.environment.unwrap_or_else(Environment::capture);
-        let settings = Settings::from_environment(&env)?;
+        let mut settings = Settings::from_environment(&env)?;
+        if let Some((receive, send)) = self.max_message_sizes {
+            settings.grpc_max_receive_message_size = Some(receive);
+            settings.grpc_max_send_message_size = Some(send);
+        }
         let config = self.config;
         let name = self.name.unwrap_or_else(|| format!("pid-{}", config.pid));
         check_alive(&name, config.pid)?;

@@ -55,6 +55,7 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Largest message accepted (`PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE`); `None` means the
     /// side's default ([`DEFAULT_PLUGIN_MAX_MESSAGE_SIZE`] or [`DEFAULT_HOST_MAX_MESSAGE_SIZE`]).
+    /// On a host it applies to clients made with `rpcplugin::client::new_client!`.
     #[serde(deserialize_with = "opt_size")]
     pub grpc_max_receive_message_size: Option<usize>,
     /// Largest message sent (`PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`); `None` as above.
