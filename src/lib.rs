@@ -119,6 +119,10 @@ pub mod client {
     pub use rpcplugin_client::*;
 }
 
+/// Tower layers both sides share: a token-bucket rate limit and a concurrency
+/// limit that fail fast with `RESOURCE_EXHAUSTED`.
+pub use rpcplugin_layers as layers;
+
 /// Generated code for go-plugin's services, health, and the example contracts.
 pub use rpcplugin_proto as proto;
 

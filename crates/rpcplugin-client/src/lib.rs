@@ -87,6 +87,9 @@ pub use rpcplugin_config::{DEFAULT_HOST_MAX_MESSAGE_SIZE, Environment, Settings}
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256, TlsConfig};
 pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
+/// The rate and concurrency limits a plugin offers, for a host's channel:
+/// `ServiceBuilder::new().layer(limit.layer()).service(plugin.channel())`.
+pub use rpcplugin_layers::{ConcurrencyLimitLayer, RateLimit, RateLimitLayer};
 /// Sets glibc's allocator thresholds for a process that streams messages: a host
 /// calls it once in `main` to get the streaming figures of docs/performance.md on its
 /// side too (plugins do it in `PluginServer::run`). The library never calls it for a
