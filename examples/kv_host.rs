@@ -87,7 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "plaintext"
         }
     );
-    let mut kv = KvClient::new(plugin.channel());
+    let mut kv = rpcplugin::client::new_client!(KvClient, plugin);
     kv.put(PutRequest {
         key: "hello".into(),
         value: b"world".to_vec(),

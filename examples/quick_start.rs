@@ -67,7 +67,7 @@ async fn host_main() -> Result<(), BoxError> {
         started.elapsed().as_secs_f64() * 1000.0
     );
 
-    let mut kv = KvClient::new(plugin.channel());
+    let mut kv = rpcplugin::client::new_client!(KvClient, plugin);
     kv.put(PutRequest {
         key: "hello".into(),
         value: b"world".to_vec(),

@@ -47,7 +47,8 @@
 //!     .handshake("BASIC_PLUGIN", "hello")
 //!     .start()
 //!     .await?;
-//! let mut kv = KvClient::new(plugin.channel());
+//! // Made with the host's message limits (go-plugin's i32::MAX), not tonic's 4 MiB.
+//! let mut kv = rpcplugin::client::new_client!(KvClient, plugin);
 //! let reply = kv.get(GetRequest { key: "hello".into() }).await?;
 //! plugin.stop().await?;
 //! # Ok(()) }
@@ -117,6 +118,10 @@ pub mod server {
 pub mod client {
     pub use rpcplugin_client::*;
 }
+
+/// Tower layers both sides share: a token-bucket rate limit and a concurrency
+/// limit that fail fast with `RESOURCE_EXHAUSTED`.
+pub use rpcplugin_layers as layers;
 
 /// Generated code for go-plugin's services, health, and the example contracts.
 pub use rpcplugin_proto as proto;

@@ -146,6 +146,8 @@ fn human_type(rust_type: &str) -> &'static str {
         "bool" => "boolean",
         "Option<usize>" => "size",
         "Option<u16>" => "port",
+        "f64" => "number",
+        "u32" => "integer",
         "Option<Vec<Network>>" | "Vec<Network>" => "list of `unix`, `tcp`",
         "Option<std::path::PathBuf>" => "path",
         _ => "string",

@@ -28,6 +28,8 @@ enum Expect {
     Failure(&'static str),
     /// Exit 0, exactly this on stdout, and (when given) this text in stderr.
     Prints(&'static str, Option<&'static str>),
+    /// Exit 0 and this text somewhere in stdout.
+    Succeeds(&'static str),
 }
 
 /// Starts `$1 --debug` as a person would, hands its reattach JSON to the host `$2
@@ -76,9 +78,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let out = root.join("target/interop");
     std::fs::create_dir_all(&out)?;
     crate::run_cmd(root, "cargo", &["build", "--examples"], &[])?;
+    crate::run_cmd(root, "cargo", &["build", "-p", "rpcplugin-cli"], &[])?;
     let examples = root.join("target/debug/examples");
     let kv_plugin = examples.join("kv_plugin");
     let kv_host = examples.join("kv_host");
+    let cli = root.join("target/debug/rpcplugin");
     let bidirectional = examples.join("bidirectional");
     let s = |p: &Path| p.to_string_lossy().into_owned();
 
@@ -112,6 +116,23 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             ],
             env: vec![],
             expect: Expect::Failure("This binary is a plugin"),
+        });
+        // 8 MiB messages from a go-plugin plugin (its gRPC server sends up to
+        // i32::MAX): an rpcplugin host decodes them with its default limits, where
+        // tonic's own 4 MiB would refuse them.
+        cases.push(Case {
+            name: "rpcplugin bench --mode download --size 8MiB -> go-plugin kv-plugin (host message limits)",
+            program: cli.clone(),
+            args: [
+                "bench", "--json", "--mode", "download", "--size", "8MiB", "--seconds", "1",
+                "--warmup", "0", "--",
+            ]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .chain([s(&go_plugin)])
+            .collect(),
+            env: vec![],
+            expect: Expect::Succeeds("\"errors\":0"),
         });
         cases.push(Case {
             name: "rpcplugin kv_host -> go-plugin kv-plugin",
@@ -406,6 +427,11 @@ fn run_case(case: &Case) -> Result<()> {
             tail()
         ),
         Expect::Failure(needle) if !status.success() && stderr.contains(needle) => Ok(()),
+        Expect::Succeeds(needle) if status.success() && stdout.contains(needle) => Ok(()),
+        Expect::Succeeds(needle) => bail!(
+            "expected success and {needle:?} in stdout, got {status}, stdout {stdout:?}\n      {}",
+            tail()
+        ),
         Expect::Prints(out, needle)
             if status.success() && stdout == out && needle.is_none_or(|n| stderr.contains(n)) =>
         {

@@ -98,7 +98,7 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
     let tasks: Vec<_> = (0..opts.concurrency)
         .map(|_| {
             tokio::spawn(drive(
-                BenchClient::new(plugin.channel()),
+                rpcplugin_client::new_client!(BenchClient, plugin),
                 workload.clone(),
                 window_start,
                 deadline,
@@ -140,13 +140,15 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
     })
 }
 
-/// One Echo before the measurement: a plugin that cannot answer it is reported
-/// as such rather than as a run full of errors.
+/// One call of the measured kind before the measurement: a plugin that cannot
+/// answer it is reported as such rather than as a run full of errors. (A Download,
+/// not an Echo of the chunk, in download mode: a go-plugin plugin accepts 4 MiB at
+/// most, and a large chunk is about what it sends.)
 async fn first_call(plugin: &PluginClient, workload: &Workload) -> Result<(), String> {
-    let mut first = BenchClient::new(plugin.channel());
-    match tokio::time::timeout(FIRST_CALL_TIMEOUT, first.echo(workload.payload.clone())).await {
+    let mut first = rpcplugin_client::new_client!(BenchClient, plugin);
+    match tokio::time::timeout(FIRST_CALL_TIMEOUT, workload.call(&mut first)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(status)) => Err(status.to_string()),
+        Ok(Err(message)) => Err(message),
         Err(_) => Err(format!("no reply within {FIRST_CALL_TIMEOUT:?}")),
     }
 }

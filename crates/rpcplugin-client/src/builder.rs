@@ -42,6 +42,7 @@ pub struct Builder {
     pub(crate) multiplex: bool,
     pub(crate) connectors: Connectors,
     pub(crate) broker_transport: Option<Arc<dyn Transport>>,
+    pub(crate) max_message_sizes: Option<(usize, usize)>,
 }
 
 impl Builder {
@@ -67,6 +68,7 @@ impl Builder {
             multiplex: false,
             connectors: Connectors::new(),
             broker_transport: None,
+            max_message_sizes: None,
         }
     }
 
@@ -283,6 +285,17 @@ impl Builder {
     /// loopback TCP). The plugin then needs a connector for its network.
     pub fn broker_transport(mut self, transport: impl Transport + 'static) -> Self {
         self.broker_transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// The message limits of the clients made with
+    /// [`new_client!`](crate::new_client): the largest message they decode
+    /// (`receive`) and encode (`send`). Default: `PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE`
+    /// and `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`, else
+    /// [`DEFAULT_HOST_MAX_MESSAGE_SIZE`](crate::DEFAULT_HOST_MAX_MESSAGE_SIZE)
+    /// (`i32::MAX`, what go-plugin's hosts allow).
+    pub fn max_message_sizes(mut self, receive: usize, send: usize) -> Self {
+        self.max_message_sizes = Some((receive, send));
         self
     }
 

@@ -5,7 +5,7 @@
 //! pyvider-rpcplugin's (Python).
 //!
 //! ```no_run
-//! use rpcplugin_client::PluginClient;
+//! use rpcplugin_client::{PluginClient, new_client};
 //! use rpcplugin_proto::examples::kv::{kv_client::KvClient, GetRequest};
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,7 +14,8 @@
 //!     .protocol_versions([1])
 //!     .start()
 //!     .await?;
-//! let mut kv = KvClient::new(plugin.channel());
+//! // KvClient::new(plugin.channel()), with the host's message limits (below).
+//! let mut kv = new_client!(KvClient, plugin);
 //! let value = kv.get(GetRequest { key: "hello".into() }).await?.into_inner().value;
 //! println!("{}", String::from_utf8_lossy(&value));
 //! plugin.stop().await?;
@@ -38,6 +39,17 @@
 //! second later if the plugin is still there (from a reaper thread, so `drop` never
 //! blocks).
 //!
+//! # Message size limits
+//!
+//! tonic keeps message limits in each generated client, and its default decodes
+//! 4 MiB at most, while plugins may send 256 MiB (rpcplugin, terraform-plugin-go).
+//! Make clients with [`new_client!`] to get the host's limits:
+//! [`DEFAULT_HOST_MAX_MESSAGE_SIZE`] (`i32::MAX`, what go-plugin's hosts allow) both
+//! ways, or `PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE` / `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`,
+//! or [`Builder::max_message_sizes`]. On a channel from
+//! [`GrpcBroker::dial`], set them on the client yourself:
+//! `.max_decoding_message_size(plugin.max_receive_message_size())`.
+//!
 //! # Feature flags
 //!
 //! - `otel` (off): `PluginClient::traced_channel` and `TraceContext` send the
@@ -49,6 +61,7 @@ mod builder;
 mod connect;
 mod handshake;
 mod launch;
+mod limits;
 pub mod logline;
 mod output;
 mod plugin_client;
@@ -70,10 +83,13 @@ pub use launch::ResourceLimits;
 pub use plugin_client::PluginClient;
 pub use reattach::AttachBuilder;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
-pub use rpcplugin_config::{Environment, Settings};
+pub use rpcplugin_config::{DEFAULT_HOST_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256, TlsConfig};
 pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
+/// The rate and concurrency limits a plugin offers, for a host's channel:
+/// `ServiceBuilder::new().layer(limit.layer()).service(plugin.channel())`.
+pub use rpcplugin_layers::{ConcurrencyLimitLayer, RateLimit, RateLimitLayer};
 /// Sets glibc's allocator thresholds for a process that streams messages: a host
 /// calls it once in `main` to get the streaming figures of docs/performance.md on its
 /// side too (plugins do it in `PluginServer::run`). The library never calls it for a

@@ -44,8 +44,29 @@ impl PluginClient {
 
     /// A channel to the plugin for tonic-generated clients; cheap to clone. Calls
     /// fail with `Unavailable` once the plugin is gone; they never hang on a dead one.
+    ///
+    /// tonic keeps message limits in each generated client, not in the channel: a
+    /// client made with `KvClient::new(plugin.channel())` decodes at most tonic's
+    /// 4 MiB. Make clients with [`new_client!`](crate::new_client) to get this
+    /// plugin's limits ([`max_receive_message_size`](Self::max_receive_message_size)).
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// The largest message the host's clients decode: the builder's
+    /// [`max_message_sizes`](Builder::max_message_sizes), else
+    /// `PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE`, else
+    /// [`DEFAULT_HOST_MAX_MESSAGE_SIZE`](crate::DEFAULT_HOST_MAX_MESSAGE_SIZE).
+    /// [`new_client!`](crate::new_client) applies it.
+    pub fn max_receive_message_size(&self) -> usize {
+        self.target.connection.max_receive
+    }
+
+    /// The largest message the host's clients encode, as
+    /// [`max_receive_message_size`](Self::max_receive_message_size) with
+    /// `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`.
+    pub fn max_send_message_size(&self) -> usize {
+        self.target.connection.max_send
     }
 
     /// [`PluginClient::channel`] with the caller's trace context on every call

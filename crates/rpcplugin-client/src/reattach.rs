@@ -33,6 +33,7 @@ pub struct AttachBuilder {
     broker_dial_timeout: Option<Duration>,
     connectors: Connectors,
     broker_transport: Option<Arc<dyn Transport>>,
+    max_message_sizes: Option<(usize, usize)>,
 }
 
 impl PluginClient {
@@ -62,6 +63,7 @@ impl PluginClient {
             broker_dial_timeout: None,
             connectors: Connectors::new(),
             broker_transport: None,
+            max_message_sizes: None,
         }
     }
 
@@ -146,6 +148,13 @@ impl AttachBuilder {
         self
     }
 
+    /// The message limits of the clients made with
+    /// [`new_client!`](crate::new_client), as [`Builder::max_message_sizes`](crate::Builder::max_message_sizes).
+    pub fn max_message_sizes(mut self, receive: usize, send: usize) -> Self {
+        self.max_message_sizes = Some((receive, send));
+        self
+    }
+
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
@@ -161,7 +170,11 @@ impl AttachBuilder {
     /// `security.*`), and `transport.connect` when nothing answers at the address.
     pub async fn start(self) -> Result<PluginClient> {
         let env = self.environment.unwrap_or_else(Environment::capture);
-        let settings = Settings::from_environment(&env)?;
+        let mut settings = Settings::from_environment(&env)?;
+        if let Some((receive, send)) = self.max_message_sizes {
+            settings.grpc_max_receive_message_size = Some(receive);
+            settings.grpc_max_send_message_size = Some(send);
+        }
         let config = self.config;
         let name = self.name.unwrap_or_else(|| format!("pid-{}", config.pid));
         check_alive(&name, config.pid)?;

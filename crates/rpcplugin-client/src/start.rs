@@ -66,7 +66,11 @@ impl Resolved {
             .environment
             .clone()
             .unwrap_or_else(Environment::capture);
-        let settings = Settings::from_sources(&env, builder.config_file.as_deref())?;
+        let mut settings = Settings::from_sources(&env, builder.config_file.as_deref())?;
+        if let Some((receive, send)) = builder.max_message_sizes {
+            settings.grpc_max_receive_message_size = Some(receive);
+            settings.grpc_max_send_message_size = Some(send);
+        }
         let name = builder.name.clone().unwrap_or_else(|| {
             Path::new(&builder.program)
                 .file_name()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rpcplugin_config::Settings;
+use rpcplugin_config::{DEFAULT_HOST_MAX_MESSAGE_SIZE, Settings};
 use rpcplugin_core::{Endpoint, Error, Result};
 use tonic::transport::Channel;
 
@@ -32,20 +32,33 @@ pub(crate) struct Target {
 /// them (docs/performance.md) and would let an unread stream hold more memory.
 const HTTP2_MAX_FRAME_SIZE: u32 = 1 << 20;
 
-/// How channels to a plugin connect and keep their connection.
+/// How channels to a plugin connect and keep their connection, and the message
+/// limits of the clients made on them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Connection {
     pub(crate) timeout: Duration,
     pub(crate) keepalive: Option<(Duration, Duration)>,
+    /// The largest message a client made on the channel decodes.
+    pub(crate) max_receive: usize,
+    /// The largest message a client made on the channel encodes.
+    pub(crate) max_send: usize,
 }
 
 impl Connection {
+    /// From the settings, with the host's message limits
+    /// ([`DEFAULT_HOST_MAX_MESSAGE_SIZE`], go-plugin's `i32::MAX`) where none is set.
     pub(crate) fn from_settings(settings: &Settings) -> Self {
         Self {
             timeout: settings.connection_timeout,
             keepalive: settings
                 .grpc_keepalive_time
                 .map(|time| (time, settings.grpc_keepalive_timeout)),
+            max_receive: settings
+                .grpc_max_receive_message_size
+                .unwrap_or(DEFAULT_HOST_MAX_MESSAGE_SIZE),
+            max_send: settings
+                .grpc_max_send_message_size
+                .unwrap_or(DEFAULT_HOST_MAX_MESSAGE_SIZE),
         }
     }
 

@@ -27,7 +27,7 @@ pub const DEFAULT_HOST_MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
 /// variables (the field name in capitals: `handshake_timeout` is
 /// `PLUGIN_HANDSHAKE_TIMEOUT`); the builders of the server and client crates then
 /// apply values set in code on top.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
@@ -55,6 +55,7 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Largest message accepted (`PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE`); `None` means the
     /// side's default ([`DEFAULT_PLUGIN_MAX_MESSAGE_SIZE`] or [`DEFAULT_HOST_MAX_MESSAGE_SIZE`]).
+    /// On a host it applies to clients made with `rpcplugin::client::new_client!`.
     #[serde(deserialize_with = "opt_size")]
     pub grpc_max_receive_message_size: Option<usize>,
     /// Largest message sent (`PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`); `None` as above.
@@ -123,6 +124,20 @@ pub struct Settings {
     /// `RUST_LOG` is unset (`PLUGIN_LOG_LEVEL`: `info`, `debug`, or a tracing
     /// filter such as `info,my_plugin=debug`; default `info`).
     pub log_level: Option<String>,
+    /// Plugin side: limit the rate of calls to the plugin's own services with a token
+    /// bucket (`PLUGIN_RATE_LIMIT_ENABLED`, default false, as pyvider-rpcplugin); a
+    /// call over the limit fails at once with `RESOURCE_EXHAUSTED`. Health,
+    /// controller, stdio and broker calls are never limited.
+    #[serde(deserialize_with = "de::boolean")]
+    pub rate_limit_enabled: bool,
+    /// Plugin side: the rate limit's sustained calls per second
+    /// (`PLUGIN_RATE_LIMIT_REQUESTS_PER_SECOND`, default 100).
+    #[serde(deserialize_with = "de::positive_number")]
+    pub rate_limit_requests_per_second: f64,
+    /// Plugin side: how many calls the rate limit lets through at once after a quiet
+    /// period (`PLUGIN_RATE_LIMIT_BURST_CAPACITY`, default 200).
+    #[serde(deserialize_with = "de::positive_count")]
+    pub rate_limit_burst_capacity: u32,
 }
 
 /// Every setting's key: the field names of [`Settings`], in order. Their
@@ -152,6 +167,9 @@ pub const KEYS: &[&str] = &[
     "grpc_keepalive_time",
     "grpc_keepalive_timeout",
     "log_level",
+    "rate_limit_enabled",
+    "rate_limit_requests_per_second",
+    "rate_limit_burst_capacity",
 ];
 
 /// `PLUGIN_*` variables that are not settings but part of the protocol (what a
@@ -189,6 +207,9 @@ impl Default for Settings {
             grpc_keepalive_time: None,
             grpc_keepalive_timeout: Duration::from_secs(20),
             log_level: None,
+            rate_limit_enabled: false,
+            rate_limit_requests_per_second: 100.0,
+            rate_limit_burst_capacity: 200,
         }
     }
 }

@@ -13,7 +13,13 @@ use rpcplugin_handshake::HandshakeLine;
 use rpcplugin_transport::{Connectors, Io, Transport};
 use tower_service::Service;
 
-use crate::{AddService, GrpcBroker, Limits, PluginService, ServiceSet, StopReason};
+use rpcplugin_layers::RateLimit;
+use tonic::body::Body;
+use tower::BoxError;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{AddService, BoxedService, GrpcBroker, Limits, PluginService, ServiceSet, StopReason};
 
 /// The plugin server. Start with [`PluginServer::builder`].
 #[derive(Debug)]
@@ -50,6 +56,10 @@ pub struct Builder {
     pub(crate) broker: crate::broker::PluginBroker,
     pub(crate) broker_dial_timeout: Option<Duration>,
     pub(crate) debug: bool,
+    pub(crate) layers: crate::layers::ServiceLayers,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) concurrency_limit: Option<usize>,
+    pub(crate) server_settings: crate::layers::ServerSettings,
 }
 
 impl fmt::Debug for Builder {
@@ -113,9 +123,87 @@ impl Builder {
         S: PluginService,
     {
         self.service_names.push(S::NAME.to_owned());
-        self.services.push(Box::new(move |limits, routes| {
-            routes.add_service(make(limits));
+        self.services.push(Box::new(move |limits, layers, routes| {
+            layers.add(make(limits), routes);
         }));
+        self
+    }
+
+    /// Wraps each of the plugin's own services in `layer` (tonic's `Server::layer`
+    /// shape): a `tower::timeout::TimeoutLayer`, a `ServiceBuilder` stack, your own
+    /// layer. The first layer given is the outermost. The built-in health,
+    /// controller, stdio, broker and reflection services are not wrapped, so the
+    /// host's health checks, shutdown and brokered connections keep working
+    /// whatever the layers refuse. An error from a layer reaches the host as a gRPC
+    /// status (`tower::timeout`'s expiry as `DEADLINE_EXCEEDED`).
+    ///
+    /// ```no_run
+    /// # use rpcplugin_proto::examples::kv::kv_server::{Kv, KvServer};
+    /// # fn example(store: impl Kv) -> std::process::ExitCode {
+    /// use rpcplugin_server::PluginServer;
+    /// use std::time::Duration;
+    ///
+    /// PluginServer::builder()
+    ///     .handshake("BASIC_PLUGIN", "hello")
+    ///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+    ///     .add_service_with(|limits| limits.apply(KvServer::new(store)))
+    ///     .run()
+    /// # }
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxedService> + Send + Sync + 'static,
+        L::Service: Service<http::Request<Body>, Response = http::Response<Body>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+        <L::Service as Service<http::Request<Body>>>::Error: Into<BoxError>,
+    {
+        self.layers.push(layer);
+        self
+    }
+
+    /// Limits the rate of calls to the plugin's own services with a token bucket
+    /// shared by all of them; a call over the limit fails at once with
+    /// `RESOURCE_EXHAUSTED` and a message naming the limit. Default: off, or
+    /// `PLUGIN_RATE_LIMIT_ENABLED` with `PLUGIN_RATE_LIMIT_REQUESTS_PER_SECOND`
+    /// (100) and `PLUGIN_RATE_LIMIT_BURST_CAPACITY` (200), pyvider-rpcplugin's
+    /// variables. Built-in services are never limited (see [`layer`](Self::layer)).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// At most `max` calls in flight in the plugin's own services together; the
+    /// next one fails at once with `RESOURCE_EXHAUSTED` (default: no limit).
+    /// Built-in services are not counted.
+    pub fn concurrency_limit(mut self, max: usize) -> Self {
+        self.concurrency_limit = Some(max);
+        self
+    }
+
+    /// tonic's `concurrency_limit_per_connection`: at most `limit` calls in flight
+    /// per connection, the next ones wait. It counts every call on the connection,
+    /// the built-in services' included (default: none).
+    pub fn concurrency_limit_per_connection(mut self, limit: usize) -> Self {
+        self.server_settings.concurrency_limit_per_connection = Some(limit);
+        self
+    }
+
+    /// tonic's `timeout`: a call whose response is not ready within `timeout` is
+    /// cancelled (a streaming call's time ends when its stream begins); every
+    /// service's calls, the built-in ones' included (default: none).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.server_settings.timeout = Some(timeout);
+        self
+    }
+
+    /// tonic's `max_concurrent_streams`: the HTTP/2 streams a host may open at once
+    /// on one connection (default: hyper's).
+    pub fn max_concurrent_streams(mut self, max: u32) -> Self {
+        self.server_settings.max_concurrent_streams = Some(max);
         self
     }
 

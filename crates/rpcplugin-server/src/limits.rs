@@ -83,4 +83,6 @@ impl<S> PluginService for S where
 {
 }
 
-pub(crate) type AddService = Box<dyn FnOnce(Limits, &mut RoutesBuilder) + Send>;
+/// Adds one user service to the routes, with its limits, inside the layers.
+pub(crate) type AddService =
+    Box<dyn FnOnce(Limits, &crate::layers::ServiceLayers, &mut RoutesBuilder) + Send>;

@@ -69,6 +69,12 @@ impl Builder {
                 )
                 .http2_max_frame_size(Some(crate::serve::HTTP2_MAX_FRAME_SIZE)),
         );
+        let layers = crate::layers::with_builtin(
+            std::mem::take(&mut self.layers),
+            self.rate_limit.take(),
+            self.concurrency_limit,
+            &settings,
+        )?;
         let (services, service_names) = self.services_for(negotiated.version());
         tracing::debug!(version = negotiated.version(), services = ?service_names, "serving");
         Ok(Prepared {
@@ -77,6 +83,8 @@ impl Builder {
             multiplex: mux,
             transport,
             limits,
+            layers,
+            server_settings: self.server_settings,
             services,
             service_names,
             reflection: self.reflection,
@@ -215,6 +223,9 @@ pub(crate) struct Prepared {
     pub(crate) multiplex: Option<Arc<rpcplugin_transport::MuxRouter>>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) limits: Limits,
+    /// The layers around each user service (built-in limits, then the user's).
+    pub(crate) layers: crate::layers::ServiceLayers,
+    pub(crate) server_settings: crate::layers::ServerSettings,
     pub(crate) services: Vec<AddService>,
     pub(crate) service_names: Vec<String>,
     pub(crate) reflection: Vec<&'static [u8]>,

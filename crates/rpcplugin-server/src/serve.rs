@@ -50,6 +50,7 @@ impl Prepared {
             listener.clone(),
             self.tls.as_ref().map(|t| t.config.clone()),
             self.multiplex.clone(),
+            self.server_settings,
             shutdown_rx,
         );
 
@@ -106,7 +107,7 @@ impl Prepared {
     ) -> Result<RoutesBuilder> {
         let mut routes = RoutesBuilder::default();
         for add in std::mem::take(&mut self.services) {
-            add(self.limits, &mut routes);
+            add(self.limits, &self.layers, &mut routes);
         }
         let names = std::mem::take(&mut self.service_names);
         routes.add_service(
@@ -181,6 +182,7 @@ fn grpc_server(
     listener: Arc<Listener>,
     tls: Option<Arc<ServerConfig>>,
     multiplex: Option<Arc<MuxRouter>>,
+    settings: crate::layers::ServerSettings,
     shutdown: oneshot::Receiver<()>,
 ) -> ServerFuture {
     let incoming = match multiplex {
@@ -194,7 +196,8 @@ fn grpc_server(
         }
     };
     Box::pin(
-        http2_tuned(tonic::transport::Server::builder())
+        settings
+            .apply(http2_tuned(tonic::transport::Server::builder()))
             .layer(request_layer())
             .layer(crate::panic::CatchPanicLayer)
             .add_routes(routes.routes())

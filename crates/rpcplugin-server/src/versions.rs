@@ -58,8 +58,8 @@ impl ServiceSet {
         S: PluginService,
     {
         self.names.push(S::NAME.to_owned());
-        self.services.push(Box::new(move |limits, routes| {
-            routes.add_service(make(limits));
+        self.services.push(Box::new(move |limits, layers, routes| {
+            layers.add(make(limits), routes);
         }));
         self
     }
