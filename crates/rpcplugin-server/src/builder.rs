@@ -10,10 +10,8 @@ use rpcplugin_config::Environment;
 use rpcplugin_core::{Endpoint, Network, Result};
 use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, TlsConfig};
 use rpcplugin_handshake::HandshakeLine;
-use rpcplugin_transport::{Connectors, Io, Transport};
-use tower_service::Service;
-
 use rpcplugin_layers::RateLimit;
+use rpcplugin_transport::{Connectors, Io, Transport};
 use tonic::body::Body;
 use tower::BoxError;
 use tower_layer::Layer;
