@@ -7,7 +7,8 @@
 //! has; then it attaches a host to it, with AutoMTLS as a launching host has it
 //! (turn it off with [`TestHost::auto_mtls`]). The result works like a
 //! [`PluginClient`]: [`channel`](TestPlugin::channel) for generated clients,
-//! [`broker`](TestPlugin::broker) both ways, [`stop`](TestPlugin::stop).
+//! [`broker`](TestPlugin::broker) both ways, [`stop`](TestPlugin::stop); and
+//! [`handle`](TestPlugin::handle) is what the plugin's code sees of itself.
 //!
 //! Connections run over `tokio::io::duplex` pipes handed out by a custom
 //! transport (network `memory`): nothing is bound, no file is made, no process
@@ -63,7 +64,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{GrpcBroker, PluginClient};
 use crate::config::Environment;
-use crate::server::{Builder, StopReason};
+use crate::server::{Builder, PluginHandle, StopReason};
 
 /// How many bytes a pipe buffers each way before a writer waits for the reader.
 const PIPE_BUFFER: usize = 256 * 1024;
@@ -148,6 +149,7 @@ impl TestHost {
             .transport(net.transport())
             .connector(MemoryNet::network(), net.connector());
 
+        let handle = plugin.handle();
         let (line_tx, line_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(plugin.serve_in_process(
@@ -189,6 +191,7 @@ impl TestHost {
         let client = host.start().await?;
         Ok(TestPlugin {
             client,
+            handle,
             server,
             stop,
         })
@@ -200,6 +203,7 @@ impl TestHost {
 #[derive(Debug)]
 pub struct TestPlugin {
     client: PluginClient,
+    handle: PluginHandle,
     server: tokio::task::JoinHandle<Result<StopReason>>,
     stop: Stop,
 }
@@ -218,6 +222,12 @@ impl TestPlugin {
     /// The host's [`PluginClient`] (version, TLS, endpoint, traced channels).
     pub fn client(&self) -> &PluginClient {
         &self.client
+    }
+
+    /// The plugin's own [`PluginHandle`]: its status (calls, connections),
+    /// where it serves, and the health it reports, as its code sees them.
+    pub fn handle(&self) -> &PluginHandle {
+        &self.handle
     }
 
     /// Detaches the host, stops the plugin (its drain runs as in a process),

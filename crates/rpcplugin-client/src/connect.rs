@@ -73,6 +73,7 @@ pub(crate) async fn launched(
         mux,
         connection: Connection::from_settings(&resolved.settings),
         connectors: builder.connectors.clone(),
+        connects: Default::default(),
     };
     let channel = open_channel(name, &target).await?;
     let broker = broker::start(channel.clone(), ready, name);

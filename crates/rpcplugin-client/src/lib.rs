@@ -80,7 +80,7 @@ mod trace;
 pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use builder::Builder;
 pub use launch::ResourceLimits;
-pub use plugin_client::PluginClient;
+pub use plugin_client::{ClientStatus, PluginClient};
 pub use reattach::AttachBuilder;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
 pub use rpcplugin_config::{DEFAULT_HOST_MAX_MESSAGE_SIZE, Environment, Settings};
@@ -89,7 +89,9 @@ pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256, TlsCo
 pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
 /// The rate and concurrency limits a plugin offers, for a host's channel:
 /// `ServiceBuilder::new().layer(limit.layer()).service(plugin.channel())`.
-pub use rpcplugin_layers::{ConcurrencyLimitLayer, RateLimit, RateLimitLayer};
+pub use rpcplugin_layers::{
+    CallCounts, CallStats, CallStatsLayer, ConcurrencyLimitLayer, RateLimit, RateLimitLayer,
+};
 /// Sets glibc's allocator thresholds for a process that streams messages: a host
 /// calls it once in `main` to get the streaming figures of docs/performance.md on its
 /// side too (plugins do it in `PluginServer::run`). The library never calls it for a

@@ -4,10 +4,11 @@ use rpcplugin_core::Code;
 use std::ffi::OsStr;
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_handshake::HandshakeLine;
+use rpcplugin_layers::{CallCounts, CallStats, CallStatsLayer};
 use rpcplugin_transport::SocketDir;
 use tokio::process::Child;
 use tokio::task::JoinHandle;
@@ -34,6 +35,26 @@ pub struct PluginClient {
     pub(crate) target: Target,
     pub(crate) broker: rpcplugin_broker::Driver,
     pub(crate) attached: bool,
+    /// When the host had the plugin connected and healthy.
+    pub(crate) started: Instant,
+    /// The counters behind [`PluginClient::call_stats`].
+    pub(crate) calls: CallStats,
+}
+
+/// A snapshot of a plugin as its host sees it, from [`PluginClient::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStatus {
+    /// Time since the plugin was started (or attached) and found healthy.
+    pub uptime: Duration,
+    /// Connections made to the plugin's address: 1 while the first holds,
+    /// more after tonic reconnected (the plugin restarted its listener, or the
+    /// connection broke). Brokered connections are not counted.
+    pub connects: u64,
+    /// Calls through the layers from [`PluginClient::call_stats`]: in flight,
+    /// finished and failed. A channel used without that layer is not counted
+    /// (tonic's `Channel` is a concrete type that has no place for a counter).
+    pub calls: CallCounts,
 }
 
 impl PluginClient {
@@ -106,6 +127,38 @@ impl PluginClient {
     /// Whether the connection runs mutual TLS.
     pub fn is_tls(&self) -> bool {
         self.target.dial.is_some()
+    }
+
+    /// A tower layer that counts the calls through it into this client's
+    /// [`status`](Self::status): wrap the channel with it where calls should
+    /// be counted.
+    ///
+    /// ```no_run
+    /// # async fn run(plugin: rpcplugin_client::PluginClient) {
+    /// let channel = tower::ServiceBuilder::new()
+    ///     .layer(plugin.call_stats())
+    ///     .service(plugin.channel());
+    /// // KvClient::new(channel) ... then:
+    /// let calls = plugin.status().calls;
+    /// println!("{} in flight, {} failed of {}", calls.in_flight, calls.failed, calls.finished);
+    /// # drop(channel); }
+    /// ```
+    pub fn call_stats(&self) -> CallStatsLayer {
+        self.calls.layer()
+    }
+
+    /// A snapshot of the plugin as this host sees it: uptime, connections made,
+    /// and the calls counted by [`call_stats`](Self::call_stats) layers. Whether the
+    /// process still runs is [`try_exit_status`](Self::try_exit_status).
+    pub fn status(&self) -> ClientStatus {
+        ClientStatus {
+            uptime: self.started.elapsed(),
+            connects: self
+                .target
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed),
+            calls: self.calls.snapshot(),
+        }
     }
 
     /// The broker for bidirectional plugins: serve services to the plugin under

@@ -233,6 +233,7 @@ impl AttachBuilder {
             mux: None,
             connection: Connection::from_settings(&settings),
             connectors: self.connectors,
+            connects: Default::default(),
         };
         let channel = connect::open_channel(&name, &target).await?;
         connect::check_health(&name, &channel, &target).await?;
@@ -253,6 +254,8 @@ impl AttachBuilder {
             target,
             broker,
             attached: true,
+            started: std::time::Instant::now(),
+            calls: Default::default(),
         })
     }
 }

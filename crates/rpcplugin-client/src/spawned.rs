@@ -182,6 +182,8 @@ impl Spawned {
             target: connected.target,
             broker: connected.broker,
             attached: false,
+            started: std::time::Instant::now(),
+            calls: Default::default(),
             name,
         }
     }

@@ -23,6 +23,8 @@ pub(crate) struct Target {
     pub(crate) connection: Connection,
     /// How the endpoint (and any other the plugin announces) is dialled.
     pub(crate) connectors: rpcplugin_transport::Connectors,
+    /// Connections made so far (the first, then tonic's reconnects).
+    pub(crate) connects: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The largest HTTP/2 frame the plugin may send: 1 MiB instead of 16 KiB cuts the
@@ -126,6 +128,8 @@ impl Target {
                     Error::new(Code::SecurityTls, "tls handshake failed").with_source(err)
                 })?,
         };
+        self.connects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(TokioIo::new(stream))
     }
 

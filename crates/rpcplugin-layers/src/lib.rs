@@ -1,5 +1,6 @@
 //! Tower layers that rpcplugin hosts and plugins share: a token-bucket
-//! [`RateLimitLayer`] and a [`ConcurrencyLimitLayer`]. Both fail a call over their
+//! [`RateLimitLayer`], a [`ConcurrencyLimitLayer`], and [`CallStats`], the call
+//! counters behind a plugin's status snapshot and a host's. Both fail a call over their
 //! limit at once, with gRPC status `RESOURCE_EXHAUSTED` and a message naming the
 //! limit, instead of queueing it: a plugin under more load than it is configured for
 //! says so, and the caller decides whether to retry.
@@ -32,9 +33,11 @@
 
 mod concurrency;
 mod rate;
+mod stats;
 
 pub use concurrency::{ConcurrencyLimitLayer, ConcurrencyLimitService};
 pub use rate::{RateLimit, RateLimitLayer, RateLimitService};
+pub use stats::{CallCounts, CallStats, CallStatsLayer, CallStatsService};
 
 /// A gRPC response carrying only `status` (what tonic sends for an error before
 /// any message): what a limit answers instead of calling the service.

@@ -58,6 +58,7 @@ pub struct Builder {
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) concurrency_limit: Option<usize>,
     pub(crate) server_settings: crate::layers::ServerSettings,
+    pub(crate) handle: crate::PluginHandle,
 }
 
 impl fmt::Debug for Builder {
@@ -355,6 +356,15 @@ impl Builder {
         self.broker.broker()
     }
 
+    /// A [`PluginHandle`](crate::PluginHandle) on this server: where it serves
+    /// once it does, a status snapshot (uptime, connections, calls) and the health
+    /// it reports. Clones share one server; take it before serving. Taking one
+    /// turns on the per-call counters (an atomic add or two per call); a plugin
+    /// that never takes one does not count.
+    pub fn handle(&self) -> crate::PluginHandle {
+        self.handle.clone().observed()
+    }
+
     /// How long [`GrpcBroker::dial`] waits for the host to announce an id
     /// (default [`DEFAULT_BROKER_DIAL_TIMEOUT`](crate::DEFAULT_BROKER_DIAL_TIMEOUT), 5 s, as go-plugin).
     pub fn broker_dial_timeout(mut self, timeout: Duration) -> Self {
@@ -449,7 +459,18 @@ impl Builder {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<StopReason> {
+        // However serving ends (a bad configuration included), the handle says
+        // stopped and its `ready()` waiters wake.
+        let _stopped = StoppedOnDrop(self.handle.clone());
         let prepared = self.prepare()?;
         prepared.run(signal).await
+    }
+}
+
+struct StoppedOnDrop(crate::PluginHandle);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.stopped();
     }
 }

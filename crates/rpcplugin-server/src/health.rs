@@ -8,6 +8,9 @@ use rpcplugin_proto::health::v1::{
 use std::collections::HashMap;
 use std::pin::Pin;
 use tokio::sync::watch;
+
+use crate::handle::HealthMap;
+use crate::{HealthStatus, PluginHandle};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -15,31 +18,34 @@ use tonic::{Request, Response, Status};
 pub(crate) const PLUGIN_SERVICE: &str = "plugin";
 
 /// Health of the plugin: SERVING for `""`, `"plugin"` and every served service
-/// until shutdown begins, then NOT_SERVING (so a host polling health sees the stop).
+/// until shutdown begins, then NOT_SERVING (so a host polling health sees the
+/// stop); plugin code may set any name with [`PluginHandle::set_health`](crate::PluginHandle::set_health).
 #[derive(Debug, Clone)]
 pub(crate) struct HealthService {
-    names: std::sync::Arc<Vec<String>>,
-    serving: watch::Receiver<bool>,
+    statuses: watch::Receiver<HealthMap>,
 }
 
 impl HealthService {
-    pub(crate) fn new(service_names: Vec<String>, serving: watch::Receiver<bool>) -> Self {
+    /// Health over the handle's statuses, with the served names (and `""` and
+    /// `"plugin"`) SERVING unless plugin code set them otherwise.
+    pub(crate) fn new(service_names: Vec<String>, handle: &PluginHandle) -> Self {
         let mut names = vec![String::new(), PLUGIN_SERVICE.to_owned()];
         names.extend(service_names);
+        handle.init_health(names);
         Self {
-            names: std::sync::Arc::new(names),
-            serving,
+            statuses: handle.health_watch(),
         }
     }
 
     fn status(&self, service: &str) -> Option<ServingStatus> {
-        self.names.iter().any(|n| n == service).then(|| {
-            if *self.serving.borrow() {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            }
-        })
+        self.statuses.borrow().get(service).map(wire)
+    }
+}
+
+fn wire(status: HealthStatus) -> ServingStatus {
+    match status {
+        HealthStatus::Serving => ServingStatus::Serving,
+        HealthStatus::NotServing => ServingStatus::NotServing,
     }
 }
 
@@ -64,12 +70,12 @@ impl Health for HealthService {
         &self,
         _request: Request<HealthListRequest>,
     ) -> Result<Response<HealthListResponse>, Status> {
-        let statuses: HashMap<String, HealthCheckResponse> = self
-            .names
-            .iter()
+        let map = self.statuses.borrow();
+        let statuses: HashMap<String, HealthCheckResponse> = map
+            .names()
             .filter_map(|n| {
-                let status = self.status(n)? as i32;
-                Some((n.clone(), HealthCheckResponse { status }))
+                let status = wire(map.get(n)?) as i32;
+                Some((n.to_owned(), HealthCheckResponse { status }))
             })
             .collect();
         Ok(Response::new(HealthListResponse { statuses }))
@@ -83,25 +89,40 @@ impl Health for HealthService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let service = request.into_inner().service;
         let known = self.status(&service).is_some();
-        let mut serving = self.serving.clone();
+        let mut statuses = self.statuses.clone();
         let stream = async_stream(move |tx| async move {
             if !known {
                 let status = ServingStatus::ServiceUnknown as i32;
                 let _ = tx.send(Ok(HealthCheckResponse { status })).await;
                 return;
             }
+            let mut last = None;
             loop {
-                let status = if *serving.borrow_and_update() {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                } as i32;
-                if tx.send(Ok(HealthCheckResponse { status })).await.is_err() {
+                let (status, draining) = {
+                    let map = statuses.borrow_and_update();
+                    let status = map
+                        .get(&service)
+                        .map_or(ServingStatus::ServiceUnknown, wire);
+                    (status as i32, map.is_draining())
+                };
+                // gRPC's Watch sends a status when it changes, not every update
+                // of another name.
+                if last != Some(status) {
+                    if tx.send(Ok(HealthCheckResponse { status })).await.is_err() {
+                        return;
+                    }
+                    last = Some(status);
+                }
+                // The server is stopping: the watcher has its NOT_SERVING, and an
+                // open stream would hold up the drain.
+                if draining {
                     return;
                 }
-                // Ends with the server: a changed() error means the sender is gone.
-                if serving.changed().await.is_err() {
-                    return;
+                // Ends when the host drops the call (the handle, and so the
+                // sender, may outlive the server).
+                tokio::select! {
+                    changed = statuses.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
                 }
             }
         });

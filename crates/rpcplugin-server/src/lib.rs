@@ -72,6 +72,7 @@ mod announce;
 mod broker;
 mod builder;
 mod controller;
+mod handle;
 mod health;
 mod layers;
 mod limits;
@@ -89,12 +90,13 @@ mod versions;
 
 pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use builder::{Builder, PluginServer};
+pub use handle::{HealthStatus, PluginHandle, PluginStatus, ServingInfo, ServingState};
 pub use layers::BoxedService;
 pub use limits::{LimitedService, Limits, PluginService};
 pub use rpcplugin_config::{DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, TlsConfig};
-pub use rpcplugin_layers::{ConcurrencyLimitLayer, RateLimit, RateLimitLayer};
+pub use rpcplugin_layers::{CallCounts, ConcurrencyLimitLayer, RateLimit, RateLimitLayer};
 pub use stop::StopReason;
 #[cfg(feature = "otel")]
 pub use trace::{TraceContextLayer, TraceContextService};

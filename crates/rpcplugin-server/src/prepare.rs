@@ -94,6 +94,7 @@ impl Builder {
             broker: self.broker,
             debug: self.debug,
             in_process: self.in_process.take(),
+            handle: self.handle.clone(),
         })
     }
 
@@ -236,6 +237,8 @@ pub(crate) struct Prepared {
     pub(crate) debug: bool,
     /// Served inside another program: where the handshake line goes.
     pub(crate) in_process: Option<Announce>,
+    /// What plugin code sees of the server (state, counters, health).
+    pub(crate) handle: crate::PluginHandle,
 }
 
 /// Where a plugin served in-process hands its handshake line.

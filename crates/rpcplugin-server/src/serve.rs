@@ -14,14 +14,15 @@ use rpcplugin_proto::plugin::grpc_controller_server::GrpcControllerServer;
 use rpcplugin_proto::plugin::grpc_stdio_server::GrpcStdioServer;
 use rpcplugin_transport::rustls::ServerConfig;
 use rpcplugin_transport::{Listener, MuxRouter};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
 use tonic::service::RoutesBuilder;
 
 #[cfg(feature = "otel")]
 use crate::TraceContextLayer;
 use crate::prepare::Prepared;
 use crate::stop::spawn_stop_sources;
-use crate::{StopReason, controller, health, mux, stdio};
+use crate::{PluginHandle, ServingInfo, StopReason, controller, health, mux, stdio};
 
 /// The running gRPC server. Boxed, not stack-pinned, so that dropping it really
 /// ends it.
@@ -41,9 +42,8 @@ impl Prepared {
         tracing::debug!(%endpoint, network = %endpoint.network(), "plugin address");
 
         let (stop_tx, mut stop_rx) = mpsc::channel::<StopReason>(4);
-        let (serving_tx, serving_rx) = watch::channel(true);
         let stdio_hub = stdio::Hub::new();
-        let routes = self.routes(stop_tx.clone(), serving_rx, stdio_hub.clone())?;
+        let routes = self.routes(stop_tx.clone(), stdio_hub.clone())?;
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let mut server = grpc_server(
             routes,
@@ -51,12 +51,20 @@ impl Prepared {
             self.tls.as_ref().map(|t| t.config.clone()),
             self.multiplex.clone(),
             self.server_settings,
+            &self.handle,
             shutdown_rx,
         );
 
         // The socket is listening, so the host's connect succeeds from now on; poll
         // the server once so it is accepting before the host reads the line.
-        let line = self.handshake_line(endpoint);
+        let line = self.handshake_line(endpoint.clone());
+        let info = ServingInfo {
+            network: endpoint.network(),
+            endpoint,
+            protocol_version: self.app_version,
+            tls: self.tls.is_some(),
+            multiplexed: self.multiplex.is_some(),
+        };
         tokio::select! {
             biased;
             result = &mut server => return server_result(result).map(|_| StopReason::Requested),
@@ -77,6 +85,7 @@ impl Prepared {
                 signal,
             )?
         };
+        self.handle.serving(info);
         // Nothing but the handshake may reach the host's stdout pipe. A debug-mode
         // plugin runs in a person's terminal: its output stays there; so does an
         // in-process plugin's, in its host's.
@@ -92,8 +101,7 @@ impl Prepared {
         // Inside a caller's runtime the watcher would otherwise poll forever.
         stop_sources.abort();
         tracing::debug!(?reason, "plugin stopping");
-        self.drain(capture, serving_tx, shutdown_tx, server, listener)
-            .await;
+        self.drain(capture, shutdown_tx, server, listener).await;
         Ok(reason)
     }
 
@@ -102,7 +110,6 @@ impl Prepared {
     fn routes(
         &mut self,
         stop: mpsc::Sender<StopReason>,
-        serving: watch::Receiver<bool>,
         stdio_hub: Arc<stdio::Hub>,
     ) -> Result<RoutesBuilder> {
         let mut routes = RoutesBuilder::default();
@@ -111,7 +118,7 @@ impl Prepared {
         }
         let names = std::mem::take(&mut self.service_names);
         routes.add_service(
-            HealthServer::new(health::HealthService::new(names, serving))
+            HealthServer::new(health::HealthService::new(names, &self.handle))
                 .max_decoding_message_size(self.limits.max_receive_message_size),
         );
         routes.add_service(GrpcControllerServer::new(controller::Controller { stop }));
@@ -130,7 +137,6 @@ impl Prepared {
     async fn drain(
         self,
         capture: Option<stdio::Capture>,
-        serving: watch::Sender<bool>,
         shutdown: oneshot::Sender<()>,
         mut server: ServerFuture,
         listener: Arc<Listener>,
@@ -139,7 +145,7 @@ impl Prepared {
         if let Some(capture) = capture {
             capture.stop().await;
         }
-        let _ = serving.send(false);
+        self.handle.stopping();
         self.broker.close();
         let _ = shutdown.send(());
         if tokio::time::timeout(self.drain_timeout, &mut server)
@@ -183,22 +189,25 @@ fn grpc_server(
     tls: Option<Arc<ServerConfig>>,
     multiplex: Option<Arc<MuxRouter>>,
     settings: crate::layers::ServerSettings,
+    handle: &PluginHandle,
     shutdown: oneshot::Receiver<()>,
 ) -> ServerFuture {
     let incoming = match multiplex {
-        None => futures_util::future::Either::Left(rpcplugin_broker::Incoming::new(
-            listener,
-            tls,
-            rpcplugin_broker::Role::Plugin,
-        )),
-        Some(router) => {
-            futures_util::future::Either::Right(mux::main_incoming(listener, tls, router))
-        }
+        None => rpcplugin_broker::Incoming::new(listener, tls, rpcplugin_broker::Role::Plugin),
+        Some(router) => mux::main_incoming(listener, tls, router),
     };
+    let tracker = handle.clone();
+    let incoming = incoming.map(move |accepted| accepted.map(|c| tracker.track(c)));
+    // Only a plugin that took a handle counts its calls: nothing per call otherwise.
+    let call_stats = handle
+        .call_stats()
+        .map(|stats| stats.layer_skipping(BUILT_IN_SERVICES));
     Box::pin(
         settings
             .apply(http2_tuned(tonic::transport::Server::builder()))
             .layer(request_layer())
+            // Outside the panic layer: a panicking call counts as a failed one.
+            .layer(tower::util::option_layer(call_stats))
             .layer(crate::panic::CatchPanicLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, async {
@@ -206,6 +215,16 @@ fn grpc_server(
             }),
     )
 }
+
+/// The paths of the services every plugin serves, which a status does not count
+/// as the plugin's own calls.
+const BUILT_IN_SERVICES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/plugin.GRPCController/",
+    "/plugin.GRPCStdio/",
+    "/plugin.GRPCBroker/",
+    "/grpc.reflection.",
+];
 
 /// What every request goes through: the host's trace context (feature `otel`).
 #[cfg(feature = "otel")]
