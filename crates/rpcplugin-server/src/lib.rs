@@ -56,6 +56,24 @@
 //! `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`. A service added with [`Builder::add_service`]
 //! keeps tonic's own defaults (4 MiB received).
 //!
+//! # Extension points
+//!
+//! - **Layers**: [`Builder::layer`] wraps each of your services in any tower layer
+//!   (tonic's `Server::layer` shape); [`Builder::rate_limit`] and
+//!   [`Builder::concurrency_limit`] are built in and fail fast with
+//!   `RESOURCE_EXHAUSTED`; tonic's server settings are there too
+//!   ([`Builder::timeout`], [`Builder::concurrency_limit_per_connection`],
+//!   [`Builder::max_concurrent_streams`]). The built-in services are never wrapped.
+//! - **Transports**: [`Builder::transport`] serves on any
+//!   [`Transport`](rpcplugin_transport::Transport), yours included (its handshake
+//!   announces your network), and [`Builder::connector`] dials what the host
+//!   brokers on it.
+//! - **The plugin's view of itself**: [`Builder::handle`] gives a [`PluginHandle`]
+//!   with where it serves, a [`PluginStatus`] (state, uptime, connections, calls)
+//!   and the health it reports ([`PluginHandle::set_health`]).
+//! - **Serving inside another program**: [`Builder::serve_in_process`], what
+//!   `rpcplugin::testing` builds on.
+//!
 //! # Feature flags
 //!
 //! - `otel` (off): each request runs in a `grpc.request` span whose parent is the
