@@ -203,3 +203,75 @@ async fn a_host_without_a_connector_refuses_with_a_hint_and_leaves_no_process() 
         "the refused plugin {pid} was stopped"
     );
 }
+
+/// A process connecting as `uid` to the abstract socket `name`; prints what it saw:
+/// `closed` when the listener dropped it, `data` or `timeout` otherwise.
+const PEER_SCRIPT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(3)
+s.connect("\0" + sys.argv[1])
+try:
+    print("closed" if s.recv(1) == b"" else "data")
+except ConnectionResetError:
+    print("closed")
+except socket.timeout:
+    print("timeout")
+"#;
+
+/// Abstract sockets have no permissions, so the transport's accept checks the
+/// peer's uid: another user's connection is dropped before any byte, this user's
+/// goes through. Needs root (to run a peer as `nobody`) and /usr/bin/python3.
+#[tokio::test]
+async fn connections_from_another_user_are_dropped() {
+    use rpcplugin::transport::Transport as _;
+    use tower::ServiceExt as _;
+
+    init_tracing();
+    let python = Path::new("/usr/bin/python3");
+    if !nix::unistd::Uid::effective().is_root() || !python.is_file() {
+        println!("skipped: needs root and /usr/bin/python3 to connect as another user");
+        return;
+    }
+    let listener = AbstractTransport.bind().await.expect("binds");
+    let endpoint = listener.endpoint().clone();
+    let (accepted, mut accepted_rx) = tokio::sync::mpsc::unbounded_channel();
+    let acceptor = tokio::spawn(async move {
+        while let Ok(stream) = listener.accept().await {
+            if accepted.send(stream).is_err() {
+                break;
+            }
+        }
+    });
+
+    let stranger = tokio::process::Command::new(python)
+        .args(["-c", PEER_SCRIPT, &endpoint.to_string()])
+        .uid(65534)
+        .gid(65534)
+        .kill_on_drop(true)
+        .output();
+    let stranger = within(CALL, "the other user's connection", stranger)
+        .await
+        .expect("python3 runs as nobody");
+    let saw = String::from_utf8_lossy(&stranger.stdout);
+    assert_eq!(
+        saw.trim(),
+        "closed",
+        "the other user was dropped; stderr: {}",
+        String::from_utf8_lossy(&stranger.stderr)
+    );
+    assert!(
+        accepted_rx.try_recv().is_err(),
+        "the other user's connection never reached the server"
+    );
+
+    let _mine = AbstractConnector
+        .oneshot(endpoint)
+        .await
+        .expect("this user connects");
+    let stream = within(CALL, "this user's connection", accepted_rx.recv())
+        .await
+        .expect("this user's connection is accepted");
+    assert_eq!(stream.network(), abstract_transport::network());
+    acceptor.abort();
+}
