@@ -84,6 +84,88 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Tower layers on the host
+//!
+//! Generated clients take any tower service over the channel, so a host wraps
+//! `plugin.channel()` in layers: the same fail-fast [`layers`] a plugin offers,
+//! tower's timeout and concurrency limit. A retry goes around a generated client's
+//! *call* instead: a retry sends the request again, and the request message is
+//! `Clone` where the channel's request (an HTTP body, possibly a stream) is not.
+//! Capped by a budget, retries stay a share of the calls, so an overloaded plugin
+//! gets its refusals (`RESOURCE_EXHAUSTED`) back rather than a storm of retries.
+//! `tests/rate_limit.rs` runs both against a rate-limited plugin.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use rpcplugin::proto::examples::kv::{kv_client::KvClient, GetRequest};
+//! use rpcplugin::tonic::{Code, Status};
+//! use tower::ServiceExt as _;
+//! use tower::retry::Policy;
+//! use tower::retry::budget::{Budget as _, TpsBudget};
+//!
+//! /// Retries what the plugin refused for load, 50 ms later, while the budget allows.
+//! #[derive(Clone)]
+//! struct RetryOverload {
+//!     budget: Arc<TpsBudget>,
+//!     first: bool,
+//! }
+//!
+//! impl<Req: Clone, Res> Policy<Req, Res, Status> for RetryOverload {
+//!     type Future = tokio::time::Sleep;
+//!
+//!     fn retry(&mut self, _: &mut Req, result: &mut Result<Res, Status>) -> Option<Self::Future> {
+//!         if std::mem::take(&mut self.first) {
+//!             self.budget.deposit(); // once per call, not per attempt
+//!         }
+//!         match result {
+//!             Err(s) if matches!(s.code(), Code::ResourceExhausted | Code::Unavailable) => {
+//!                 self.budget.withdraw().then(|| tokio::time::sleep(Duration::from_millis(50)))
+//!             }
+//!             _ => None,
+//!         }
+//!     }
+//!
+//!     fn clone_request(&mut self, request: &Req) -> Option<Req> {
+//!         Some(request.clone())
+//!     }
+//! }
+//!
+//! # async fn host() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let plugin = rpcplugin::plugin_client("./kv_plugin")
+//!     .handshake("BASIC_PLUGIN", "hello")
+//!     .start()
+//!     .await?;
+//! // Layers over the channel: at most 100 calls a second (bursts of 20), 5 s
+//! // each, 16 in flight.
+//! let channel = tower::ServiceBuilder::new()
+//!     .layer(rpcplugin::client::RateLimit::new(100.0, 20)?.layer())
+//!     .timeout(Duration::from_secs(5))
+//!     .concurrency_limit(16)
+//!     .service(plugin.channel());
+//! // new_client! takes the plugin's own channel; over a layered one, set the
+//! // host's message limits by hand.
+//! let kv = KvClient::new(channel)
+//!     .max_decoding_message_size(plugin.max_receive_message_size())
+//!     .max_encoding_message_size(plugin.max_send_message_size());
+//!
+//! // The retry around the call: 10 retries a second, plus 20 % of the calls.
+//! let policy = RetryOverload {
+//!     budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+//!     first: true,
+//! };
+//! let get = tower::ServiceBuilder::new().retry(policy).service(tower::service_fn(
+//!     move |request: GetRequest| {
+//!         let mut kv = kv.clone();
+//!         async move { kv.get(request).await.map(|reply| reply.into_inner()) }
+//!     },
+//! ));
+//! let reply = get.oneshot(GetRequest { key: "hello".into() }).await?;
+//! # let _ = reply;
+//! plugin.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Feature flags
 //!
 //! - `otel` (off): tracing across the boundary. Hosts send the current span's W3C

@@ -28,3 +28,31 @@ fn error_handling_shows_one_error_of_each_kind_with_hints() {
         "every error has a hint"
     );
 }
+
+#[test]
+fn abstract_socket_runs_a_plugin_over_a_custom_transport() {
+    let output = std::process::Command::new(common::example("abstract_socket"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "handshake: network abstract address rpcplugin-",
+        "tls: on (AutoMTLS)",
+        "socket file: none (/proc/net/unix lists @rpcplugin-",
+        "plugin -> host (brokered): hello = 3",
+        "host -> plugin (brokered): 40 + 2 = 42",
+        "stopped: Graceful; plugin pid ",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}");
+    }
+    assert!(
+        stdout.contains(" gone; @rpcplugin-") && stdout.trim_end().ends_with(" gone"),
+        "the plugin and its socket are gone after stop"
+    );
+}

@@ -46,8 +46,10 @@ Options:
 
 Output: a table, then one line `RESULT {json}` with req_per_s, p50_us, p99_us,
 p999_us, launch_to_first_call_ms, host_rss_kb, plugin_rss_kb, host_cpu_pct,
-plugin_cpu_pct, errors (and mib_per_s in download mode). The exit status is 0 only
-if no call failed.
+plugin_cpu_pct, errors (and mib_per_s in download mode). When calls failed, the line
+adds error_codes (failed calls per gRPC code, e.g. {\"resource_exhausted\":120})
+and error_p50_us, error_p99_us (how fast they failed). The exit status is 0 only
+if no call failed; the RESULT line is printed either way.
 
 Example:
     rpcplugin bench --seconds 5 --concurrency 32 -- ./kv_plugin

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use rpcplugin_client::{Builder, Channel, PluginClient, StopMethod, Stopped};
 use rpcplugin_proto::examples::bench::bench_client::BenchClient;
 use rpcplugin_proto::examples::bench::{DownloadRequest, Payload};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The app protocol version of `bench.v1.Bench` plugins (INTEROP.md).
@@ -128,6 +129,8 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
         }),
         calls: total.calls,
         errors: total.errors,
+        error_codes: total.error_codes,
+        error_latency: total.error_latency,
         first_error: total.first_error,
         latency: total.latency,
         bytes: total.bytes,
@@ -148,7 +151,7 @@ async fn first_call(plugin: &PluginClient, workload: &Workload) -> Result<(), St
     let mut first = rpcplugin_client::new_client!(BenchClient, plugin);
     match tokio::time::timeout(FIRST_CALL_TIMEOUT, workload.call(&mut first)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(message)) => Err(message),
+        Ok(Err(failed)) => Err(failed.message),
         Err(_) => Err(format!("no reply within {FIRST_CALL_TIMEOUT:?}")),
     }
 }
@@ -160,14 +163,16 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Tally>>, give_up: Instant) -
     for mut task in tasks {
         match tokio::time::timeout_at(give_up.into(), &mut task).await {
             Ok(Ok(tally)) => total.merge(tally),
-            Ok(Err(err)) => total.fail(format!("a load task ended abnormally: {err}")),
+            Ok(Err(err)) => total.fail(CallFailure::other(format!(
+                "a load task ended abnormally: {err}"
+            ))),
             Err(_) => {
                 // Its counts are lost with it; the run is failed anyway.
                 task.abort();
-                total.fail(format!(
+                total.fail(CallFailure::other(format!(
                     "a call got no reply within {STRAGGLER_GRACE:?} after the window ended; \
                      its task was abandoned"
-                ));
+                )));
             }
         }
     }
@@ -224,38 +229,31 @@ impl Workload {
     }
 
     /// One call; returns the payload bytes and messages received.
-    async fn call(&self, client: &mut BenchClient<Channel>) -> Result<(u64, u64), String> {
+    async fn call(&self, client: &mut BenchClient<Channel>) -> Result<(u64, u64), CallFailure> {
         match self.mode {
             Mode::Echo => {
-                let reply = client
-                    .echo(self.payload.clone())
-                    .await
-                    .map_err(|s| s.to_string())?;
+                let reply = client.echo(self.payload.clone()).await?;
                 let got = reply.get_ref().data.len();
                 if got != self.payload.data.len() {
-                    return Err(format!(
+                    return Err(CallFailure::other(format!(
                         "Echo returned {got} bytes for {}",
                         self.payload.data.len()
-                    ));
+                    )));
                 }
                 Ok((got as u64, 1))
             }
             Mode::Download => {
-                let mut stream = client
-                    .download(self.download)
-                    .await
-                    .map_err(|s| s.to_string())?
-                    .into_inner();
+                let mut stream = client.download(self.download).await?.into_inner();
                 let (mut bytes, mut messages) = (0u64, 0u64);
-                while let Some(chunk) = stream.message().await.map_err(|s| s.to_string())? {
+                while let Some(chunk) = stream.message().await? {
                     bytes += chunk.data.len() as u64;
                     messages += 1;
                 }
                 if messages != u64::from(self.download.count) {
-                    return Err(format!(
+                    return Err(CallFailure::other(format!(
                         "Download sent {messages} messages for {}",
                         self.download.count
-                    ));
+                    )));
                 }
                 Ok((bytes, messages))
             }
@@ -269,6 +267,11 @@ struct Tally {
     latency: Histogram<u64>,
     calls: u64,
     errors: u64,
+    /// Failures per gRPC code (`resource_exhausted`, ...; `other` for a failure
+    /// that is not a gRPC status).
+    error_codes: BTreeMap<&'static str, u64>,
+    /// How long failed calls took to fail, microseconds.
+    error_latency: Histogram<u64>,
     first_error: Option<String>,
     bytes: u64,
     messages: u64,
@@ -283,6 +286,8 @@ impl Tally {
             latency: Histogram::new(3).expect("3 significant figures is a valid precision"),
             calls: 0,
             errors: 0,
+            error_codes: BTreeMap::new(),
+            error_latency: Histogram::new(3).expect("3 significant figures is a valid precision"),
             first_error: None,
             bytes: 0,
             messages: 0,
@@ -291,17 +296,20 @@ impl Tally {
     }
 
     fn record_latency(&mut self, micros: u64) {
-        // `record` grows the histogram; `saturating_record` would clamp to its
-        // current top instead, so it is only the fallback if growing fails.
-        let micros = micros.max(1);
-        if self.latency.record(micros).is_err() {
-            self.latency.saturating_record(micros);
-        }
+        record(&mut self.latency, micros);
     }
 
-    fn fail(&mut self, error: String) {
+    /// A failure with no call to time (a load task lost).
+    fn fail(&mut self, failure: CallFailure) {
         self.errors += 1;
-        self.first_error.get_or_insert(error);
+        *self.error_codes.entry(failure.code).or_default() += 1;
+        self.first_error.get_or_insert(failure.message);
+    }
+
+    /// A failed call, and how long it took to fail.
+    fn fail_after(&mut self, failure: CallFailure, micros: u64) {
+        record(&mut self.error_latency, micros);
+        self.fail(failure);
     }
 
     fn merge(&mut self, other: Tally) {
@@ -309,12 +317,77 @@ impl Tally {
         let _ = self.latency.add(&other.latency);
         self.calls += other.calls;
         self.errors += other.errors;
+        let _ = self.error_latency.add(&other.error_latency);
+        for (code, n) in other.error_codes {
+            *self.error_codes.entry(code).or_default() += n;
+        }
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
         self.bytes += other.bytes;
         self.messages += other.messages;
         self.last_done = self.last_done.max(other.last_done);
+    }
+}
+
+fn record(histogram: &mut Histogram<u64>, micros: u64) {
+    // `record` grows the histogram; `saturating_record` would clamp to its
+    // current top instead, so it is only the fallback if growing fails.
+    let micros = micros.max(1);
+    if histogram.record(micros).is_err() {
+        histogram.saturating_record(micros);
+    }
+}
+
+/// Why one call failed: its gRPC code's name, for the per-code counts, and a
+/// message for the `first error` row.
+#[derive(Debug)]
+struct CallFailure {
+    code: &'static str,
+    message: String,
+}
+
+impl CallFailure {
+    /// A failure that is not a gRPC status (a short reply, a lost task).
+    fn other(message: String) -> Self {
+        Self {
+            code: "other",
+            message,
+        }
+    }
+}
+
+impl From<tonic::Status> for CallFailure {
+    fn from(status: tonic::Status) -> Self {
+        Self {
+            code: code_name(status.code()),
+            message: status.to_string(),
+        }
+    }
+}
+
+/// The gRPC code's canonical name in lower case (`RESOURCE_EXHAUSTED` is
+/// `resource_exhausted`), as the RESULT line's `error_codes` keys it.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
     }
 }
 
@@ -333,10 +406,9 @@ async fn drive(
         }
         let result = workload.call(&mut client).await;
         let done = Instant::now();
+        let micros = u64::try_from(done.duration_since(started).as_micros()).unwrap_or(u64::MAX);
         match result {
             Ok((bytes, messages)) if started >= window_start => {
-                let micros =
-                    u64::try_from(done.duration_since(started).as_micros()).unwrap_or(u64::MAX);
                 tally.record_latency(micros);
                 tally.calls += 1;
                 tally.bytes += bytes;
@@ -344,7 +416,8 @@ async fn drive(
                 tally.last_done = Some(done);
             }
             Ok(_) => {}
-            Err(error) => tally.fail(error),
+            // Failures count from the warm-up on, as `errors` always has.
+            Err(failure) => tally.fail_after(failure, micros),
         }
     }
     tally
@@ -407,7 +480,11 @@ mod tests {
         }
         let mut other = Tally::new();
         other.record_latency(90_000_000);
-        other.fail("boom".into());
+        other.fail_after(CallFailure::other("boom".into()), 700);
+        other.fail_after(
+            tonic::Status::resource_exhausted("over the limit").into(),
+            300,
+        );
         tally.merge(other);
         let p = crate::report::Percentiles::of(&tally.latency);
         // Three significant figures: within 0.1 %.
@@ -417,7 +494,13 @@ mod tests {
         assert_eq!(tally.latency.min(), 1);
         assert_eq!(
             (tally.errors, tally.first_error.as_deref()),
-            (1, Some("boom"))
+            (2, Some("boom"))
         );
+        assert_eq!(
+            tally.error_codes.into_iter().collect::<Vec<_>>(),
+            [("other", 1), ("resource_exhausted", 1)]
+        );
+        assert_eq!(tally.error_latency.len(), 2);
+        assert!((299..=301).contains(&tally.error_latency.min()));
     }
 }

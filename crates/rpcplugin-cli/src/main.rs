@@ -11,7 +11,11 @@
 //! ```
 //!
 //! Exit status: 0 when every call succeeded and the plugin stopped, 1 when the plugin
-//! could not be started or measured or a call failed, 2 for a bad command line.
+//! could not be started or measured or a call failed, 2 for a bad command line. A
+//! run with failed calls still prints its table and RESULT line (with the failures
+//! per gRPC code and how fast they came back) before exiting 1, so a run meant to
+//! fail some calls, as against a rate-limited plugin, reads RESULT and ignores the
+//! status.
 
 mod args;
 mod bench;

@@ -5,6 +5,7 @@
 use crate::args::Mode;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
@@ -44,6 +45,11 @@ pub(crate) struct Report {
     pub(crate) calls: u64,
     /// Failed calls, warm-up included.
     pub(crate) errors: u64,
+    /// Failed calls by gRPC code name (`resource_exhausted`, ...; `other` when the
+    /// failure was not a gRPC status), warm-up included.
+    pub(crate) error_codes: BTreeMap<&'static str, u64>,
+    /// How long the failed calls took to fail, microseconds.
+    pub(crate) error_latency: Histogram<u64>,
     /// The first failure, to show what went wrong.
     pub(crate) first_error: Option<String>,
     /// Latency of the counted calls, microseconds.
@@ -141,6 +147,9 @@ impl Report {
             host_cpu_pct: self.host.cpu_pct.map(|v| rounded(v, 1)),
             plugin_cpu_pct: self.plugin_usage.cpu_pct.map(|v| rounded(v, 1)),
             errors: self.errors,
+            error_codes: (self.errors > 0).then(|| self.error_codes.clone()),
+            error_p50_us: (self.errors > 0).then(|| self.error_latency.value_at_quantile(0.5)),
+            error_p99_us: (self.errors > 0).then(|| self.error_latency.value_at_quantile(0.99)),
         };
         let mut out = b"RESULT ".to_vec();
         line.serialize(&mut serde_json::Serializer::with_formatter(
@@ -193,6 +202,20 @@ impl Report {
             "calls",
             format!("{} ok, {} failed", self.calls, self.errors),
         );
+        if self.errors > 0 {
+            let codes = self
+                .error_codes
+                .iter()
+                .map(|(code, n)| format!("{n} {code}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let f = Percentiles::of(&self.error_latency);
+            row("failures", codes);
+            row(
+                "time to fail",
+                format!("p50 {} µs, p99 {} µs, max {} µs", f.p50, f.p99, f.max),
+            );
+        }
         row("throughput", format!("{:.0} calls/s", self.req_per_s()));
         if self.mode == Mode::Download {
             row(
@@ -256,6 +279,16 @@ struct ResultLine {
     host_cpu_pct: Option<f64>,
     plugin_cpu_pct: Option<f64>,
     errors: u64,
+    /// Failed calls per gRPC code name; only when some failed, so the line of a
+    /// clean run stays the contract's (and the Go and Python twins') exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_codes: Option<BTreeMap<&'static str, u64>>,
+    /// Median time to fail, microseconds; only when some failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_p50_us: Option<u64>,
+    /// 99th percentile time to fail, microseconds; only when some failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_p99_us: Option<u64>,
 }
 
 /// serde_json's compact layout with `, ` between fields, as the Go and Python twins
@@ -309,6 +342,8 @@ mod tests {
             window: Duration::from_secs(2),
             calls: 1000,
             errors: 0,
+            error_codes: BTreeMap::new(),
+            error_latency: Histogram::new(3).unwrap(),
             first_error: None,
             latency: uniform(),
             bytes: 1000 * 1024 * 1024,
@@ -409,6 +444,47 @@ mod tests {
         let map = parse_result(&r.result_line());
         assert!(map["host_cpu_pct"].is_null());
         assert!(map["launch_to_first_call_ms"].is_f64());
+    }
+
+    /// Three failures: two refused by a rate limit in about 200 µs, one timed out.
+    fn with_failures(mut r: Report) -> Report {
+        r.errors = 3;
+        r.error_codes = BTreeMap::from([("resource_exhausted", 2), ("deadline_exceeded", 1)]);
+        for micros in [200, 200, 5_000] {
+            r.error_latency.record(micros).unwrap();
+        }
+        r.first_error = Some("status: ResourceExhausted".into());
+        r
+    }
+
+    #[test]
+    fn failures_are_counted_by_code_and_timed() {
+        let line = with_failures(report(Mode::Echo)).result_line();
+        let map = parse_result(&line);
+        assert_eq!(map.len(), KEYS.len() + 3, "{line}");
+        for key in KEYS {
+            assert!(map.contains_key(key), "{key} kept: {line}");
+        }
+        assert_eq!(map["errors"], 3);
+        assert_eq!(map["error_codes"]["resource_exhausted"], 2, "{line}");
+        assert_eq!(map["error_codes"]["deadline_exceeded"], 1, "{line}");
+        assert_eq!(map["error_p50_us"], 200, "{line}");
+        assert!(map["error_p99_us"].as_u64().unwrap() >= 5_000, "{line}");
+        // Appended after the contract's fields, in the same layout.
+        assert!(
+            line.ends_with(r#""errors":3, "error_codes":{"deadline_exceeded":1, "resource_exhausted":2}, "error_p50_us":200, "error_p99_us":5003}"#),
+            "{line}"
+        );
+        let table = with_failures(report(Mode::Echo)).table();
+        assert!(
+            table.contains("failures              1 deadline_exceeded, 2 resource_exhausted"),
+            "{table}"
+        );
+        assert!(
+            table.contains("time to fail          p50 200 µs"),
+            "{table}"
+        );
+        assert!(!report(Mode::Echo).table().contains("time to fail"));
     }
 
     #[test]

@@ -49,8 +49,14 @@ fn kv_plugin() -> PathBuf {
 
 /// Runs `rpcplugin` with `args`, killing it if it takes longer than `limit`.
 fn rpcplugin(args: &[&str], limit: Duration) -> Output {
+    rpcplugin_with_env(args, &[], limit)
+}
+
+/// [`rpcplugin`] with variables added to its environment (which the plugin inherits).
+fn rpcplugin_with_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
     let mut child = Command::new(RPCPLUGIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -205,4 +211,80 @@ fn help_prints_usage() {
     let out = rpcplugin(&["--help"], Duration::from_secs(10));
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("rpcplugin bench"));
+}
+
+/// The acceptance figure of the plugin's rate limit: with a limit of R calls per
+/// second, 32 concurrent callers get about R successful calls per second and the
+/// rest fail at once with RESOURCE_EXHAUSTED. The limit is set through the
+/// environment `rpcplugin bench` passes on to its plugin (pyvider's variable
+/// names); the host side reads no PLUGIN_RATE_LIMIT_* itself, so only the plugin
+/// is limited. `rpcplugin bench` exits 1 when calls failed, so this reads its
+/// RESULT line, printed either way.
+#[test]
+fn a_rate_limited_plugin_serves_about_its_rate_and_refuses_the_rest_fast() {
+    const RATE: f64 = 50.0;
+    const BURST: f64 = 5.0;
+    const SECONDS: f64 = 2.0;
+    let plugin = kv_plugin();
+    let out = rpcplugin_with_env(
+        &[
+            "bench",
+            "--seconds",
+            "2",
+            "--warmup",
+            "0.2",
+            "--concurrency",
+            "32",
+            "--",
+            plugin.to_str().expect("a UTF-8 path"),
+        ],
+        &[
+            ("PLUGIN_RATE_LIMIT_ENABLED", "true"),
+            ("PLUGIN_RATE_LIMIT_REQUESTS_PER_SECOND", "50"),
+            ("PLUGIN_RATE_LIMIT_BURST_CAPACITY", "5"),
+        ],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a run with failed calls exits 1\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}\nstderr:\n{stderr}"));
+    let result: serde_json::Value = serde_json::from_str(line).expect("RESULT carries JSON");
+
+    let ok_per_s = result["req_per_s"].as_f64().unwrap();
+    let (low, high) = (0.5 * RATE, 2.0 * RATE + BURST / SECONDS);
+    assert!(
+        (low..=high).contains(&ok_per_s),
+        "{ok_per_s} successful calls/s, expected {low}..={high}: {line}"
+    );
+    let errors = result["errors"].as_u64().unwrap();
+    assert!(errors > 100, "32 callers overrun 50/s: {line}");
+    let codes = result["error_codes"].as_object().expect("error_codes");
+    assert_eq!(
+        codes.keys().collect::<Vec<_>>(),
+        ["resource_exhausted"],
+        "every failure is RESOURCE_EXHAUSTED: {line}"
+    );
+    assert_eq!(codes["resource_exhausted"], errors, "{line}");
+    let fail_p50 = result["error_p50_us"].as_u64().unwrap();
+    assert!(
+        fail_p50 < 50_000,
+        "refusals take {fail_p50} µs at p50: {line}"
+    );
+    // The refusal names the plugin's limit (the first error of the table).
+    assert!(
+        stdout.contains("rate limit exceeded: 50 requests per second"),
+        "{stdout}"
+    );
+
+    let pid = plugin_pid(&stdout);
+    assert!(!alive(pid), "plugin process {pid} outlived rpcplugin bench");
 }

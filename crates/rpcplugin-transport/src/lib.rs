@@ -55,6 +55,94 @@
 //! }
 //! ```
 //!
+//! # A custom transport
+//!
+//! A transport is two halves: the plugin's [`Transport`], which binds a
+//! [`Listener`] made with [`Listener::new`] over an [`Accept`] of its own IO type,
+//! and the host's connector, any tower `Service<Endpoint>`, registered for the
+//! network in [`Connectors`] (the builders' `.connector(network, ..)`). Here, Linux
+//! abstract Unix sockets, which leave no file behind:
+//!
+//! ```
+//! use std::os::linux::net::SocketAddrExt as _;
+//! use std::os::unix::net::SocketAddr;
+//! use std::{future::Future, io, pin::Pin, task::{Context, Poll}};
+//! use rpcplugin_transport::{Accept, Code, Connectors, Endpoint, Error, Listener, Network, Transport};
+//! use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+//!
+//! fn abstract_net() -> Network {
+//!     Network::custom("abstract").unwrap()
+//! }
+//!
+//! /// Binds the abstract socket `name`.
+//! #[derive(Debug)]
+//! struct AbstractTransport { name: String }
+//!
+//! struct AbstractAccept(tokio::net::UnixListener);
+//!
+//! impl Accept for AbstractAccept {
+//!     type Io = tokio::net::UnixStream;
+//!     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
+//!         // Abstract sockets have no permissions: a real transport checks the
+//!         // peer's uid here (`stream.peer_cred()`) and drops strangers.
+//!         self.0.poll_accept(cx).map_ok(|(stream, _)| stream)
+//!     }
+//! }
+//!
+//! impl Transport for AbstractTransport {
+//!     fn network(&self) -> Network {
+//!         abstract_net()
+//!     }
+//!     fn bind(&self) -> Pin<Box<dyn Future<Output = rpcplugin_transport::Result<Listener>> + Send + '_>> {
+//!         Box::pin(async move {
+//!             let bind = || {
+//!                 let addr = SocketAddr::from_abstract_name(self.name.as_bytes())?;
+//!                 let listener = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+//!                 listener.set_nonblocking(true)?;
+//!                 tokio::net::UnixListener::from_std(listener)
+//!             };
+//!             let listener = bind().map_err(|e| {
+//!                 Error::new(Code::TransportBind, "cannot bind an abstract socket").with_source(e)
+//!             })?;
+//!             let endpoint = Endpoint::custom(abstract_net(), self.name.clone())
+//!                 .map_err(|e| Error::new(Code::TransportBadEndpoint, e.to_string()))?;
+//!             Ok(Listener::new(endpoint, AbstractAccept(listener)))
+//!         })
+//!     }
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let transport = AbstractTransport { name: format!("rpcplugin-doc-{}", std::process::id()) };
+//!     let listener = transport.bind().await?;
+//!     assert_eq!(listener.endpoint().network(), abstract_net());
+//!
+//!     // The host's half. (A connect to a Unix socket returns at once unless the
+//!     // listener's backlog is full; a real connector does it off the runtime.)
+//!     let connectors = Connectors::new().with(
+//!         abstract_net(),
+//!         tower::service_fn(|endpoint: Endpoint| async move {
+//!             let addr = SocketAddr::from_abstract_name(endpoint.to_string().as_bytes())?;
+//!             let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+//!             stream.set_nonblocking(true)?;
+//!             tokio::net::UnixStream::from_std(stream)
+//!         }),
+//!     );
+//!     let mut client = connectors.connect(listener.endpoint()).await?;
+//!     let mut server = listener.accept().await?;
+//!     assert_eq!(server.network(), abstract_net());
+//!     client.write_all(b"ping").await?;
+//!     let mut buf = [0; 4];
+//!     server.read_exact(&mut buf).await?;
+//!     assert_eq!(&buf, b"ping");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The plugin hands its transport to `plugin_server().transport(..)`; the host its
+//! connector to `plugin_client(..).connector(network, ..)`. TLS and the broker work
+//! over it as over a Unix socket.
+//!
 //! # Feature flags
 //!
 //! None. Unix only.
@@ -95,8 +183,9 @@ pub use unix::{MAX_UNIX_PATH, UnixTransport};
 /// from `bind`, naming a [`Network::custom`] network, and handing it to the
 /// plugin server builder's `.transport(..)`. The host dials it with a connector
 /// (any tower `Service<Endpoint>`) given to its builder's `.connector(..)`
-/// ([`Connectors`]). `examples/abstract_transport.rs` in the rpcplugin
-/// repository is a whole one.
+/// ([`Connectors`]). The [crate docs](crate#a-custom-transport) have a short one;
+/// `examples/abstract_socket.rs` in the rpcplugin repository is a whole one, with
+/// a host, a plugin and the broker.
 pub trait Transport: fmt::Debug + Send + Sync {
     /// The network this transport binds, as announced in the handshake line.
     fn network(&self) -> Network;
