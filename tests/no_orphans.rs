@@ -39,6 +39,40 @@ async fn dropped_client_leaves_no_plugin_and_no_socket() {
     assert!(!dir.exists(), "socket directory {} removed", dir.display());
 }
 
+#[tokio::test]
+async fn a_plugin_that_died_without_cleaning_up_leaves_no_socket_once_stopped_or_dropped() {
+    init_tracing();
+    for drop_it in [false, true] {
+        let plugin = kv_plugin().start().await.expect("kv_plugin starts");
+        let pid = plugin.pid();
+        let socket = socket_path(plugin.endpoint());
+        let dir = socket.parent().expect("socket in a directory").to_owned();
+        // The OOM killer, a crash: the plugin gets no chance to remove its socket.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        assert!(wait_until(Duration::from_secs(5), || common::reapable(pid)).await);
+        assert!(socket.exists(), "a killed plugin leaves its socket behind");
+        if drop_it {
+            drop(plugin);
+            assert!(
+                wait_until(Duration::from_secs(2), || !dir.exists()).await,
+                "the dropped client removes {}",
+                dir.display()
+            );
+        } else {
+            let stopped = within(Duration::from_secs(10), "stop", plugin.stop())
+                .await
+                .expect("stop succeeds");
+            assert_eq!(stopped.method, rpcplugin::client::StopMethod::AlreadyExited);
+            assert!(!socket.exists(), "socket {} removed", socket.display());
+            assert!(!dir.exists(), "socket directory {} removed", dir.display());
+        }
+    }
+}
+
 /// The host side of [`host_killed_plugin_stops_and_removes_socket`], run by it as a
 /// separate process: starts kv_plugin, says where it is, and waits to be killed.
 #[test]

@@ -28,7 +28,8 @@ struct DebugPlugin {
 
 impl Drop for DebugPlugin {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, so the plugin removes its socket directory as it exits.
+        common::terminate(self.child.id());
         let _ = self.child.wait();
     }
 }
@@ -223,7 +224,7 @@ async fn attaching_to_a_plugin_that_exited_says_so() {
     let mut plugin = start_debug_plugin(&[]);
     let json = plugin.json.clone();
     let pid = plugin.child.id();
-    plugin.child.kill().unwrap();
+    assert!(common::terminate(pid), "the plugin stops on SIGTERM");
     plugin.child.wait().unwrap();
     assert!(wait_until(CALL, || !pid_alive(pid)).await);
     let err = PluginClient::attach(ReattachConfig::from_json(&json).unwrap())

@@ -81,10 +81,27 @@ async fn launch_raw(vars: &[(&str, &str)]) -> RawPlugin {
     RawPlugin { child, line }
 }
 
+impl Drop for RawPlugin {
+    fn drop(&mut self) {
+        // SIGTERM (not kill_on_drop's SIGKILL), so the plugin removes its socket
+        // directory as it exits.
+        if let Ok(None) = self.child.try_wait()
+            && let Some(pid) = self.child.id()
+        {
+            common::terminate(pid);
+        }
+    }
+}
+
 impl RawPlugin {
     /// Stops the plugin and returns what it wrote on stderr.
     async fn stderr(mut self) -> String {
-        let _ = self.child.start_kill();
+        // SIGTERM, so the plugin removes its socket directory as it exits.
+        if let Some(pid) = self.child.id() {
+            tokio::task::spawn_blocking(move || common::terminate(pid))
+                .await
+                .unwrap();
+        }
         let _ = self.child.wait().await;
         let mut text = String::new();
         let mut stderr = self.child.stderr.take().unwrap();

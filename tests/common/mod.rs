@@ -234,3 +234,18 @@ pub(crate) fn go_peers() -> Option<PathBuf> {
         })
         .clone()
 }
+
+/// Ends a plugin a test started by hand the way a host would: SIGTERM, so an
+/// rpcplugin plugin removes its socket and private directory, then SIGKILL if it
+/// has not exited within 2 s. Returns whether SIGTERM was enough.
+pub(crate) fn terminate(pid: u32) -> bool {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid_t = Pid::from_raw(pid as i32);
+    let _ = kill(pid_t, Signal::SIGTERM);
+    let exited = wait_until_blocking(Duration::from_secs(2), || reapable(pid));
+    if !exited {
+        let _ = kill(pid_t, Signal::SIGKILL);
+    }
+    exited
+}

@@ -192,7 +192,7 @@ impl Spawned {
 impl Drop for Spawned {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
-            stop::end_dropped(child, self.pid);
+            stop::end_dropped(child, self.pid, None);
         }
         // The socket directory's own drop removes it, with whatever is left in it.
     }

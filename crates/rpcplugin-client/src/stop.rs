@@ -61,6 +61,9 @@ impl PluginClient {
         let started = Instant::now();
         let stopped = stop_child(&mut child, self.pid, &self.channel, self.grace).await;
         registry::unregister(self.pid);
+        if stopped.is_ok() {
+            self.remove_stale_socket();
+        }
         tracing::debug!(plugin = %self.name, pid = self.pid, took = ?started.elapsed(), ?stopped, "plugin stopped");
         self.finish_io().await;
         if let Some(dir) = self.socket_dir.take() {
@@ -101,11 +104,31 @@ impl PluginClient {
                     .with_source(e)
             })?;
         tracing::debug!(plugin = %self.name, pid = self.pid, %status, "plugin killed");
+        self.remove_stale_socket();
         self.finish_io().await;
         if let Some(dir) = self.socket_dir.take() {
             dir.close()?;
         }
         Ok(Stopped { method, status })
+    }
+}
+
+impl PluginClient {
+    /// The Unix socket the plugin announced, when it served on one.
+    fn unix_socket(&self) -> Option<std::path::PathBuf> {
+        match &self.handshake.endpoint {
+            rpcplugin_core::Endpoint::Unix(path) => Some(path.clone()),
+            _ => None,
+        }
+    }
+
+    /// After the process is reaped: a plugin that died without cleaning up (a
+    /// crash, SIGKILL) leaves its socket, and an rpcplugin plugin its private
+    /// directory; nobody else would ever remove them.
+    fn remove_stale_socket(&self) {
+        if let Some(socket) = self.unix_socket() {
+            rpcplugin_transport::remove_stale_socket(&socket, self.pid);
+        }
     }
 }
 
@@ -180,17 +203,23 @@ impl Drop for PluginClient {
     fn drop(&mut self) {
         self.broker.close();
         if let Some(child) = self.child.take() {
-            end_dropped(child, self.pid);
+            end_dropped(child, self.pid, self.unix_socket());
         }
     }
 }
 
 /// Ends a plugin process whose owner was dropped without a stop: a
 /// [`PluginClient`], or the start guard when a start fails after the spawn.
-pub(crate) fn end_dropped(mut child: Child, pid: u32) {
+pub(crate) fn end_dropped(mut child: Child, pid: u32, socket: Option<std::path::PathBuf>) {
     registry::unregister(pid);
+    let remove_socket = move || {
+        if let Some(socket) = &socket {
+            rpcplugin_transport::remove_stale_socket(socket, pid);
+        }
+    };
     if matches!(child.try_wait(), Ok(Some(_))) {
         kill_group(pid, Signal::SIGKILL);
+        remove_socket();
         return;
     }
     // No RPC from a destructor: SIGTERM lets an rpcplugin plugin stop gracefully
@@ -209,7 +238,15 @@ pub(crate) fn end_dropped(mut child: Child, pid: u32) {
         // Also takes the plugin's own children, exited leader or not.
         kill_group(pid, Signal::SIGKILL);
         let _ = child.start_kill();
-        let _ = child.try_wait();
+        // Reaped within a bounded wait: SIGKILL is not instant for a process
+        // with many threads, and the socket may only go once it has exited.
+        for _ in 0..200 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                remove_socket();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     };
     let spawned = std::thread::Builder::new()
         .name("rpcplugin-reaper".into())

@@ -168,7 +168,7 @@ pub use mux::{MuxIncoming, MuxRole, MuxRouter, MuxSession, MuxedStream};
 pub use rpcplugin_core::{Code, Endpoint, Error, ErrorKind, Network, NetworkName, Result};
 /// The rustls crate this transport runs TLS with (same version as its configs).
 pub use rustls;
-pub use socket_dir::SocketDir;
+pub use socket_dir::{SocketDir, remove_stale_socket};
 pub use stream::{CustomStream, Io, Stream, connect};
 pub use tcp::TcpTransport;
 pub use tls::{DEFAULT_TLS_HANDSHAKE_TIMEOUT, TLS_CONFIRM_WAIT, TlsFailure, TlsStream};

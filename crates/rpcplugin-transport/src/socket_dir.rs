@@ -265,6 +265,39 @@ pub(crate) fn chgrp(path: &Path, gid: Gid) -> Result<()> {
     })
 }
 
+/// Removes the socket a plugin process left behind when it died without
+/// cleaning up (SIGKILL, a crash, the OOM killer): the announced socket file, if
+/// it still exists, is a socket and belongs to this user; and its directory, if it
+/// is the private one an rpcplugin plugin with that pid makes
+/// (`rpcplugin-<pid>-...`) and is empty then. Call it only once the process has
+/// been reaped: a live plugin's socket would be cut off. Returns whether anything
+/// was removed. go-plugin's sockets (files in the temporary directory) are
+/// removed too; their directories are not theirs to remove.
+pub fn remove_stale_socket(socket: &Path, pid: u32) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = fs::symlink_metadata(socket) else {
+        return false;
+    };
+    if !meta.file_type().is_socket() || meta.uid() != nix::unistd::Uid::effective().as_raw() {
+        return false;
+    }
+    if fs::remove_file(socket).is_err() {
+        return false;
+    }
+    tracing::debug!(socket = %socket.display(), pid, "removed the socket of an exited plugin");
+    let private = socket.parent().filter(|dir| {
+        dir.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(&format!("rpcplugin-{pid}-")))
+    });
+    if let Some(dir) = private {
+        // Fails harmlessly if something else is in it: then it is not only the
+        // plugin's any more.
+        let _ = fs::remove_dir(dir);
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
@@ -360,5 +393,31 @@ mod tests {
         if let Ok(Some(group)) = Group::from_gid(gid) {
             assert_eq!(resolve_group(&group.name).unwrap(), gid);
         }
+    }
+
+    #[test]
+    fn a_dead_plugins_socket_and_private_directory_are_removed_and_nothing_else() {
+        let parent = tempfile::tempdir().unwrap();
+        let private = parent.path().join("rpcplugin-4242-0-abc");
+        fs::create_dir(&private).unwrap();
+        let socket = private.join("plugin.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        assert!(socket.exists(), "a closed listener leaves its file");
+        // Another pid's directory is kept, its socket file is not.
+        assert!(!remove_stale_socket(&private.join("missing.sock"), 4242));
+        let file = parent.path().join("not-a-socket");
+        fs::write(&file, b"data").unwrap();
+        assert!(!remove_stale_socket(&file, 4242));
+        assert!(file.exists());
+        assert!(remove_stale_socket(&socket, 4242));
+        assert!(!private.exists());
+
+        let other = parent.path().join("rpcplugin-7-0-abc");
+        fs::create_dir(&other).unwrap();
+        let socket = other.join("plugin.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        assert!(remove_stale_socket(&socket, 4242));
+        assert!(!socket.exists());
+        assert!(other.exists(), "not the private directory of pid 4242");
     }
 }
