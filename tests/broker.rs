@@ -291,7 +291,12 @@ async fn handshake_line(env: &[(&str, &str)]) -> String {
     )
     .await
     .unwrap();
-    child.kill().await.unwrap();
+    // SIGTERM, so the plugin removes its socket directory as it exits.
+    let pid = child.id().expect("running");
+    tokio::task::spawn_blocking(move || common::terminate(pid))
+        .await
+        .unwrap();
+    child.wait().await.unwrap();
     line.trim_end().to_owned()
 }
 
