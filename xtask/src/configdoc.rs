@@ -91,7 +91,120 @@ pub(crate) fn render(root: &Path) -> Result<String> {
             ),
         );
     }
+    out.push_str(&pyvider_table());
     Ok(out)
+}
+
+/// pyvider-rpcplugin's variables (its `config/runtime.py`, as observed in
+/// shared/design/observed/pyvider-rpcplugin-0.5.5.md section 10), each with what
+/// rpcplugin does with it: a setting of the same name, another name for one
+/// (`names::ALIASES`), the protocol, or nothing, with the reason
+/// (`names::UNSUPPORTED`).
+const PYVIDER_VARIABLES: &[&str] = &[
+    "PLUGIN_CORE_VERSION",
+    "PLUGIN_PROTOCOL_VERSIONS",
+    "PLUGIN_PROTOCOL_VERSION",
+    "SUPPORTED_PROTOCOL_VERSIONS",
+    "PLUGIN_MAGIC_COOKIE_KEY",
+    "PLUGIN_MAGIC_COOKIE_VALUE",
+    "PLUGIN_MAGIC_COOKIE",
+    "PLUGIN_LOG_LEVEL",
+    "PLUGIN_HANDSHAKE_TIMEOUT",
+    "PLUGIN_CONNECTION_TIMEOUT",
+    "PLUGIN_CHANNEL_READY_TIMEOUT",
+    "PLUGIN_SERVER_READY_TIMEOUT",
+    "PLUGIN_SERVER_TRANSPORTS",
+    "PLUGIN_CLIENT_TRANSPORTS",
+    "PLUGIN_SUPPORTED_TRANSPORTS",
+    "PLUGIN_TRANSPORT_BUFFER_SIZE",
+    "PLUGIN_BUFFER_SIZE",
+    "PLUGIN_CHUNK_SIZE",
+    "PLUGIN_AUTO_MTLS",
+    "PLUGIN_MTLS_CERT_DIR",
+    "PLUGIN_CLIENT_CERT_FILE",
+    "PLUGIN_CLIENT_KEY_FILE",
+    "PLUGIN_CLIENT_ROOT_CERTS",
+    "PLUGIN_INSECURE",
+    "PLUGIN_CERT_VALIDITY_DAYS",
+    "PLUGIN_SERVER_CERT",
+    "PLUGIN_SERVER_KEY",
+    "PLUGIN_SERVER_ROOT_CERTS",
+    "PLUGIN_CLIENT_CERT",
+    "PLUGIN_CLIENT_KEY",
+    "PLUGIN_CA_CERT",
+    "PLUGIN_GRPC_KEEPALIVE_TIME_MS",
+    "PLUGIN_GRPC_KEEPALIVE_TIMEOUT_MS",
+    "PLUGIN_GRPC_GRACE_PERIOD",
+    "PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE",
+    "PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE",
+    "PLUGIN_CLIENT_MAX_RETRIES",
+    "PLUGIN_CLIENT_RETRY_ENABLED",
+    "PLUGIN_CLIENT_INITIAL_BACKOFF_MS",
+    "PLUGIN_CLIENT_RETRY_TOTAL_TIMEOUT_S",
+    "PLUGIN_CLIENT_RETRY_DELAY",
+    "PLUGIN_CLIENT_BACKOFF_MULTIPLIER",
+    "PLUGIN_CLIENT_MAX_RETRY_DELAY",
+    "PLUGIN_CLIENT_MAX_BACKOFF_MS",
+    "PLUGIN_CLIENT_RETRY_JITTER_MS",
+    "PLUGIN_SERVER_HOST",
+    "PLUGIN_SERVER_PORT",
+    "PLUGIN_SERVER_UNIX_SOCKET_PATH",
+    "PLUGIN_SHUTDOWN_FILE_PATH",
+    "PLUGIN_IGNORE_SIGINT",
+    "PLUGIN_RATE_LIMIT_ENABLED",
+    "PLUGIN_RATE_LIMIT_BURST_CAPACITY",
+    "PLUGIN_RATE_LIMIT_REQUESTS_PER_SECOND",
+    "PLUGIN_HEALTH_SERVICE_ENABLED",
+    "PLUGIN_UI_ENABLED",
+    "PLUGIN_SHOW_EMOJI_MATRIX",
+    "PLUGIN_EXIT_ON_STOP",
+    "PLUGIN_TIMEOUT_GRACEFUL_SHUTDOWN",
+];
+
+fn pyvider_table() -> String {
+    use rpcplugin_config::names::{ALIASES, UNSUPPORTED, Unit};
+    let mut out = String::from(
+        "\n## pyvider-rpcplugin's variables\n\n\
+         Every `PLUGIN_*` variable pyvider-rpcplugin 0.5.5 defines, and what rpcplugin does with\n\
+         it. Those marked \"not used\" are named once, with the reason, where the user looks (the\n\
+         host's log, or stderr when it has no `tracing` subscriber; a plugin's stderr, which its\n\
+         host shows); none is reported as unknown. When a setting is set under two of its names,\n\
+         its own variable wins, then the first alias listed here, and the other is named as\n\
+         ignored.\n\n\
+         | pyvider variable | in rpcplugin |\n\
+         | --- | --- |\n",
+    );
+    for var in PYVIDER_VARIABLES {
+        let what = if *var == "PLUGIN_CLIENT_CERT" {
+            "the protocol: the host's AutoMTLS certificate, sent to its plugin; on a host, its own certificate with `PLUGIN_CLIENT_KEY` (the setting `client_cert`)".to_owned()
+        } else if let Some(alias) = ALIASES.iter().find(|a| a.variable == *var) {
+            let unit = match alias.unit {
+                Unit::Milliseconds => ", a bare number in milliseconds",
+                Unit::AsIs => "",
+            };
+            format!("the setting `{}`{unit}", alias.key)
+        } else if let Some(u) = UNSUPPORTED.iter().find(|u| u.variable == *var) {
+            format!("not used: {}", u.reason)
+        } else if let Some(key) = rpcplugin_config::KEYS
+            .iter()
+            .find(|k| rpcplugin_config::variable_of(k) == *var)
+        {
+            format!("the setting `{key}`")
+        } else {
+            match *var {
+                "PLUGIN_PROTOCOL_VERSIONS" => {
+                    "the protocol: the versions a host offers its plugin (a host sets it from `.protocol_versions`)".to_owned()
+                }
+                "PLUGIN_MAGIC_COOKIE" => "the magic cookie's variable when only `PLUGIN_MAGIC_COOKIE_VALUE` is set (pyvider-rpcplugin's default key)".to_owned(),
+                other => panic!("{other}: add it to names::ALIASES or names::UNSUPPORTED, or explain it here"),
+            }
+        };
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!("| `{var}` | {} |\n", what.replace('|', "\\|")),
+        );
+    }
+    out
 }
 
 /// The fields of `pub struct Settings` with their doc comments.
@@ -124,7 +237,11 @@ fn parse_fields(source: &str) -> Result<Vec<Field>> {
 }
 
 fn split_side(doc: &str) -> (&'static str, String) {
-    for (prefix, side) in [("Host side: ", "host"), ("Plugin side: ", "plugin")] {
+    for (prefix, side) in [
+        ("Host side: ", "host"),
+        ("Plugin side: ", "plugin"),
+        ("Both sides: ", "both"),
+    ] {
         if let Some(rest) = doc.strip_prefix(prefix) {
             return (side, capitalise(rest));
         }
@@ -149,7 +266,8 @@ fn human_type(rust_type: &str) -> &'static str {
         "f64" => "number",
         "u32" => "integer",
         "Option<Vec<Network>>" | "Vec<Network>" => "list of `unix`, `tcp`",
-        "Option<std::path::PathBuf>" => "path",
+        "Option<std::path::PathBuf>" | "Option<PathBuf>" => "path",
+        "Option<Vec<u32>>" => "list of versions",
         _ => "string",
     }
 }

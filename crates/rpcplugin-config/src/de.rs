@@ -216,3 +216,121 @@ pub(crate) fn positive_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::
     }
     d.deserialize_any(V)
 }
+
+/// A count from 0 to `u32::MAX`, as a number or a string of digits.
+pub(crate) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u32;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number from 0")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+            u64::try_from(v)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                .and_then(|n| self.visit_u64(n))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// A TCP port, 0 (any) to 65535, as a number or a string of digits.
+pub(crate) fn port_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u16;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a TCP port from 0 (any) to 65535")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
+            u16::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
+            u64::try_from(v)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u16, E> {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                .and_then(|n| self.visit_u64(n))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// go-plugin's core protocol version: 1, the only one.
+pub(crate) fn core_version<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = count(d)?;
+    if v == 1 {
+        Ok(v)
+    } else {
+        Err(de::Error::invalid_value(
+            de::Unexpected::Unsigned(v.into()),
+            &"1 (go-plugin's only core protocol version)",
+        ))
+    }
+}
+
+/// App protocol versions: `"1,2,3"`, `"[1, 2]"` or a sequence, each a whole number
+/// from 1.
+pub(crate) fn versions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    struct V;
+    const EXPECTED: &str = "a comma-separated list of app protocol versions (\"5,6\")";
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<u32>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Vec<u32>, E> {
+            match u32::try_from(v) {
+                Ok(n) if n > 0 => Ok(vec![n]),
+                _ => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
+            }
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Vec<u32>, E> {
+            u64::try_from(v)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u32>, E> {
+            let inner = v.trim().trim_start_matches('[').trim_end_matches(']');
+            let list = inner
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| match s.trim().parse::<u32>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                })
+                .collect::<Result<Vec<u32>, E>>()?;
+            if list.is_empty() {
+                return Err(E::invalid_length(0, &self));
+            }
+            Ok(list)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(n) = seq.next_element::<u32>()? {
+                if n == 0 {
+                    return Err(de::Error::invalid_value(de::Unexpected::Unsigned(0), &self));
+                }
+                out.push(n);
+            }
+            if out.is_empty() {
+                return Err(de::Error::invalid_length(0, &self));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}

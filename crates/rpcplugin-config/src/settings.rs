@@ -1,11 +1,12 @@
 //! The typed settings and how they are merged.
 
-use crate::{Environment, de};
+use crate::{ConfigValue, Environment, Loaded, NoticeKind, Origin, Overlay, de};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use rpcplugin_core::Code;
 use rpcplugin_core::{Error, Network, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -138,6 +139,81 @@ pub struct Settings {
     /// period (`PLUGIN_RATE_LIMIT_BURST_CAPACITY`, default 200).
     #[serde(deserialize_with = "de::positive_count")]
     pub rate_limit_burst_capacity: u32,
+    /// Both sides: the go-plugin core protocol version (`PLUGIN_CORE_VERSION`). There
+    /// is only one, 1, which go-plugin hard-codes; any other value is refused.
+    #[serde(deserialize_with = "de::core_version")]
+    pub core_version: u32,
+    /// Plugin side: the app protocol versions it may serve
+    /// (`SUPPORTED_PROTOCOL_VERSIONS`, pyvider-rpcplugin's name, without the prefix;
+    /// `PLUGIN_SUPPORTED_PROTOCOL_VERSIONS` works too): of the versions given in code,
+    /// only these are served. Unset serves them all.
+    #[serde(deserialize_with = "opt_versions")]
+    pub supported_protocol_versions: Option<Vec<u32>>,
+    /// Host side: how long a started plugin may take to answer its first health
+    /// check once connected (`PLUGIN_CHANNEL_READY_TIMEOUT`, default 10 s).
+    #[serde(with = "duration_serde")]
+    pub channel_ready_timeout: Duration,
+    /// Both sides: how many days a generated (AutoMTLS) certificate is valid
+    /// (`PLUGIN_CERT_VALIDITY_DAYS`, default 30; go-plugin's never expire, but each
+    /// lives for one start).
+    #[serde(deserialize_with = "de::positive_count")]
+    pub cert_validity_days: u32,
+    /// Both sides: CA certificates the peer's certificate must chain to
+    /// (`PLUGIN_CA_CERT`): `client_root_certs` on a plugin and `server_root_certs` on
+    /// a host, where those are unset.
+    pub ca_cert: Option<String>,
+    /// Plugin side: the address its TCP listener binds (`PLUGIN_SERVER_HOST`;
+    /// loopback only: `127.0.0.1`, `::1`, `localhost`; default `127.0.0.1`).
+    pub server_host: Option<String>,
+    /// Plugin side: a fixed TCP port (`PLUGIN_SERVER_PORT`; unset or 0 takes one in
+    /// the host's range, or any).
+    #[serde(deserialize_with = "opt_port_or_zero")]
+    pub server_port: Option<u16>,
+    /// Plugin side: a fixed Unix socket path (`PLUGIN_SERVER_UNIX_SOCKET_PATH`)
+    /// instead of one in a private directory; a stale socket there is replaced, a
+    /// live one is an error.
+    pub server_unix_socket_path: Option<PathBuf>,
+    /// Plugin side: a file whose appearance stops the plugin
+    /// (`PLUGIN_SHUTDOWN_FILE_PATH`): looked for every second, removed, and the
+    /// plugin stops as on SIGTERM.
+    pub shutdown_file_path: Option<PathBuf>,
+    /// Plugin side: serve `grpc.health.v1.Health` (`PLUGIN_HEALTH_SERVICE_ENABLED`,
+    /// default true). Without it an rpcplugin host skips its start-up health check,
+    /// as it does for old go-plugin plugins.
+    #[serde(deserialize_with = "de::boolean")]
+    pub health_service_enabled: bool,
+    /// Host side: launch a plugin again when its start fails
+    /// (`PLUGIN_CLIENT_RETRY_ENABLED`, default false: go-plugin never relaunches, and
+    /// most start failures repeat). Refusals a retry cannot fix (wrong cookie,
+    /// checksum, TLS, no common version) are never retried.
+    #[serde(deserialize_with = "de::boolean")]
+    pub client_retry_enabled: bool,
+    /// Host side: how many times a failed start is retried
+    /// (`PLUGIN_CLIENT_MAX_RETRIES`, default 3: four attempts, as pyvider-rpcplugin).
+    #[serde(deserialize_with = "de::count")]
+    pub client_max_retries: u32,
+    /// Host side: the wait before the first retry (`PLUGIN_CLIENT_INITIAL_BACKOFF`,
+    /// or `PLUGIN_CLIENT_INITIAL_BACKOFF_MS` in milliseconds; default 100 ms).
+    #[serde(with = "duration_serde")]
+    pub client_initial_backoff: Duration,
+    /// Host side: each wait is the last one times this
+    /// (`PLUGIN_CLIENT_BACKOFF_MULTIPLIER`, default 2).
+    #[serde(deserialize_with = "de::positive_number")]
+    pub client_backoff_multiplier: f64,
+    /// Host side: the longest wait between attempts (`PLUGIN_CLIENT_MAX_BACKOFF`, or
+    /// `PLUGIN_CLIENT_MAX_BACKOFF_MS`; default 5 s).
+    #[serde(with = "duration_serde")]
+    pub client_max_backoff: Duration,
+    /// Host side: up to this much is added at random to each wait, so that hosts
+    /// started together do not retry together (`PLUGIN_CLIENT_RETRY_JITTER`, or
+    /// `PLUGIN_CLIENT_RETRY_JITTER_MS`; default 50 ms).
+    #[serde(with = "duration_serde")]
+    pub client_retry_jitter: Duration,
+    /// Host side: no attempt starts after this long since the first
+    /// (`PLUGIN_CLIENT_RETRY_TOTAL_TIMEOUT`, or `PLUGIN_CLIENT_RETRY_TOTAL_TIMEOUT_S`;
+    /// default 30 s).
+    #[serde(with = "duration_serde")]
+    pub client_retry_total_timeout: Duration,
 }
 
 /// Every setting's key: the field names of [`Settings`], in order. Their
@@ -170,6 +246,23 @@ pub const KEYS: &[&str] = &[
     "rate_limit_enabled",
     "rate_limit_requests_per_second",
     "rate_limit_burst_capacity",
+    "core_version",
+    "supported_protocol_versions",
+    "channel_ready_timeout",
+    "cert_validity_days",
+    "ca_cert",
+    "server_host",
+    "server_port",
+    "server_unix_socket_path",
+    "shutdown_file_path",
+    "health_service_enabled",
+    "client_retry_enabled",
+    "client_max_retries",
+    "client_initial_backoff",
+    "client_backoff_multiplier",
+    "client_max_backoff",
+    "client_retry_jitter",
+    "client_retry_total_timeout",
 ];
 
 /// `PLUGIN_*` variables that are not settings but part of the protocol (what a
@@ -210,6 +303,23 @@ impl Default for Settings {
             rate_limit_enabled: false,
             rate_limit_requests_per_second: 100.0,
             rate_limit_burst_capacity: 200,
+            core_version: 1,
+            supported_protocol_versions: None,
+            channel_ready_timeout: Duration::from_secs(10),
+            cert_validity_days: 30,
+            ca_cert: None,
+            server_host: None,
+            server_port: None,
+            server_unix_socket_path: None,
+            shutdown_file_path: None,
+            health_service_enabled: true,
+            client_retry_enabled: false,
+            client_max_retries: 3,
+            client_initial_backoff: Duration::from_millis(100),
+            client_backoff_multiplier: 2.0,
+            client_max_backoff: Duration::from_secs(5),
+            client_retry_jitter: Duration::from_millis(50),
+            client_retry_total_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -240,18 +350,26 @@ impl Settings {
     /// or the file and line) with what was expected; `config.file_not_found`,
     /// `config.file_format`, `config.unknown_key`, `config.port_range`.
     pub fn from_sources(env: &Environment, file: Option<&Path>) -> Result<Self> {
-        for unknown in unknown_variables(env) {
-            match unknown.suggestion {
-                Some(known) => tracing::warn!(
-                    variable = %unknown.name,
-                    "unknown setting {}; did you mean {known}?",
-                    unknown.name
-                ),
-                None => {
-                    tracing::warn!(variable = %unknown.name, "unknown setting {}", unknown.name)
-                }
-            }
-        }
+        let loaded = Self::resolve(env, file, &Overlay::new())?;
+        crate::report(loaded.notices());
+        Ok(loaded.into_settings())
+    }
+
+    /// Defaults < a config file < the variables of `env` < `overlay` (values set
+    /// in code), with where each value came from and what was set but not used.
+    /// The file is `file` when given, else `PLUGIN_CONFIG_FILE`.
+    ///
+    /// Nothing is reported here: the caller decides where the
+    /// [`notices`](Loaded::notices) go ([`report`](crate::report) says them once,
+    /// where the user looks).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_sources`](Self::from_sources); a bad value set in code is named
+    /// as "set in code", and an unknown key in `overlay` is `config.unknown_key`.
+    pub fn resolve(env: &Environment, file: Option<&Path>, overlay: &Overlay) -> Result<Loaded> {
+        let mut notices = crate::resolve::variable_notices(env);
+        let code = CodeProvider::new(overlay, &mut notices)?;
         let (file, file_origin) = match file {
             Some(path) => (Some(path.to_owned()), "given in code"),
             None => (
@@ -262,15 +380,47 @@ impl Settings {
             ),
         };
         let mut figment = Figment::from(figment::providers::Serialized::defaults(Self::default()));
+        let mut file_keys = Vec::new();
         if let Some(path) = &file {
-            figment = figment.merge(file_provider(path, file_origin)?);
+            let provider = file_provider(path, file_origin)?;
+            if let Ok(data) = provider.data() {
+                file_keys = data
+                    .values()
+                    .flat_map(|dict| dict.keys().cloned())
+                    .collect();
+            }
+            figment = figment.merge(provider);
         }
+        let env_provider = EnvProvider::new(env);
         let settings: Self = figment
-            .merge(EnvProvider::new(env))
+            .merge(env_provider.clone())
+            .merge(code.clone())
             .extract()
-            .map_err(|e| config_error(e, file.as_deref()))?;
+            .map_err(|e| config_error(e, file.as_deref(), &env_provider.names, &code.names))?;
         settings.validate()?;
-        Ok(settings)
+        let origins = KEYS
+            .iter()
+            .map(|key| {
+                let origin = if let Some(name) = code.names.get(*key) {
+                    Origin::Code { name: name.clone() }
+                } else if let Some(var) = env_provider.names.get(*key) {
+                    Origin::Variable(var.clone())
+                } else if let (Some(path), true) = (&file, file_keys.iter().any(|k| k == key)) {
+                    Origin::File {
+                        path: path.clone(),
+                        line: line_of(path, key),
+                    }
+                } else {
+                    Origin::Default
+                };
+                (*key, origin)
+            })
+            .collect();
+        Ok(Loaded {
+            settings,
+            origins,
+            notices,
+        })
     }
 
     /// Checks what no single value can: the port range.
@@ -287,15 +437,37 @@ impl Settings {
             )
             .with_hint("set both (go-plugin hosts use 10000 and 25000), or neither")),
             _ => Ok(()),
+        }?;
+        if let Some(host) = &self.server_host {
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err(Error::new(
+                    Code::ConfigInvalidValue,
+                    format!("PLUGIN_SERVER_HOST ({host}) is not a loopback address"),
+                )
+                .with_hint(
+                    "plugins serve their host on the same machine: use 127.0.0.1, ::1 or localhost (the loopback address keeps the port off the network)",
+                ));
+            }
         }
+        Ok(())
     }
 
     /// The magic cookie as `(key, value)`: the one set in code if any, else
-    /// `PLUGIN_MAGIC_COOKIE_KEY` and `PLUGIN_MAGIC_COOKIE_VALUE` when both are set.
+    /// `PLUGIN_MAGIC_COOKIE_VALUE` under the variable `PLUGIN_MAGIC_COOKIE_KEY`
+    /// names, or under `PLUGIN_MAGIC_COOKIE` (pyvider-rpcplugin's default key)
+    /// when no key is set.
     pub fn magic_cookie(&self, in_code: Option<(String, String)>) -> Option<(String, String)> {
         in_code.or_else(|| {
             Some((
-                self.magic_cookie_key.clone()?,
+                self.magic_cookie_key
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_COOKIE_KEY.to_owned()),
                 self.magic_cookie_value.clone()?,
             ))
         })
@@ -319,36 +491,25 @@ pub struct UnknownVariable {
 /// The `PLUGIN_*` variables of `env` that are neither settings nor part of the
 /// protocol (the host-to-plugin variables), with a suggestion for typos.
 pub fn unknown_variables(env: &Environment) -> Vec<UnknownVariable> {
-    let known: Vec<String> = KEYS
-        .iter()
-        .map(|k| format!("{ENV_PREFIX}{}", k.to_ascii_uppercase()))
-        .collect();
-    env.with_prefix(ENV_PREFIX)
-        .map(|(name, _)| name)
-        .filter(|name| {
-            !known.iter().any(|k| k == name)
-                && !PROTOCOL_VARIABLES.contains(name)
-                && !HOST_TO_PLUGIN_VARIABLES.contains(name)
-        })
-        .map(|name| UnknownVariable {
-            name: name.to_owned(),
-            suggestion: closest(name, known.iter().map(String::as_str)),
+    crate::resolve::variable_notices(env)
+        .into_iter()
+        .filter_map(|n| match n.kind {
+            NoticeKind::Unknown { suggestion } => Some(UnknownVariable {
+                name: n.name,
+                suggestion,
+            }),
+            _ => None,
         })
         .collect()
 }
 
-/// Variables a host passes to its plugin that are not settings of the plugin.
-const HOST_TO_PLUGIN_VARIABLES: &[&str] = &["PLUGIN_CLIENT_CERT"];
+/// pyvider-rpcplugin's default magic cookie variable, used when only the value is
+/// configured.
+pub const DEFAULT_COOKIE_KEY: &str = "PLUGIN_MAGIC_COOKIE";
 
-/// The candidate within a small edit distance (Levenshtein, in characters) of
-/// `name`, if any.
-fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
-    candidates
-        .map(|c| (strsim::levenshtein(name, c), c))
-        .filter(|(d, c)| *d <= 3.min(c.len() / 4).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.to_owned())
-}
+/// Variables a host passes to its plugin that are not settings of the plugin: the
+/// host's certificate, and the cookie under pyvider-rpcplugin's default key.
+pub(crate) const HOST_TO_PLUGIN_VARIABLES: &[&str] = &["PLUGIN_CLIENT_CERT", DEFAULT_COOKIE_KEY];
 
 /// The file's provider, by extension; a missing file or an unknown extension is
 /// an error rather than silently no settings.
@@ -382,7 +543,12 @@ fn file_provider(path: &Path, origin: &str) -> Result<AnyFormat> {
 
 /// Turns figment's error into ours: the key, where its value came from (the
 /// variable, or the file and line), and what was expected.
-fn config_error(err: figment::Error, file: Option<&Path>) -> Error {
+fn config_error(
+    err: figment::Error,
+    file: Option<&Path>,
+    env_names: &HashMap<String, String>,
+    code_names: &HashMap<String, String>,
+) -> Error {
     let first = err.clone().into_iter().next();
     let Some(first) = first else {
         return Error::new(
@@ -410,7 +576,7 @@ fn config_error(err: figment::Error, file: Option<&Path>) -> Error {
     };
     let (code, detail) = match &first.kind {
         figment::error::Kind::UnknownField(name, _) => {
-            let suggestion = closest(name, KEYS.iter().copied())
+            let suggestion = crate::resolve::closest(name, KEYS.iter().copied())
                 .map(|k| format!("; did you mean `{k}`?"))
                 .unwrap_or_default();
             (
@@ -433,8 +599,20 @@ fn config_error(err: figment::Error, file: Option<&Path>) -> Error {
                 ),
             )
         }
+        None if first.metadata.as_ref().is_some_and(|m| m.name == CODE) => {
+            let name = code_names.get(&key).cloned().unwrap_or_else(|| key.clone());
+            (
+                format!("invalid value for `{key}` (set in code as {name}): {detail}"),
+                format!(
+                    "fix the value given for {name} in code; see docs/configuration.md for the accepted values"
+                ),
+            )
+        }
         None => {
-            let var = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+            let var = env_names
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| crate::variable_of(&key));
             (
                 format!("invalid value for {var} (environment variable): {detail}"),
                 format!("fix or unset {var}; see docs/configuration.md for the accepted values"),
@@ -484,33 +662,116 @@ impl Provider for AnyFormat {
     }
 }
 
-/// Serves the `PLUGIN_*` variables of an [`Environment`] to figment as raw strings
+/// Serves the settings' variables of an [`Environment`] to figment as raw strings
 /// (each field's deserializer knows how to read its own type from a string), so a
-/// cookie value of `123` stays the string `"123"`.
+/// cookie value of `123` stays the string `"123"`. A setting's own variable wins
+/// over pyvider-rpcplugin's names for it, which are converted to its unit.
+#[derive(Clone)]
 struct EnvProvider {
     dict: Dict,
+    /// Key to the variable that set it.
+    names: HashMap<String, String>,
 }
 
 impl EnvProvider {
     fn new(env: &Environment) -> Self {
-        let dict = env
-            .with_prefix(ENV_PREFIX)
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k[ENV_PREFIX.len()..].to_ascii_lowercase(), v))
-            // Only settings: the protocol's own variables and unknown ones (warned
-            // about) are not this provider's business.
-            .filter(|(k, _)| KEYS.contains(&k.as_str()))
-            .map(|(k, v)| (k, Value::from(v.to_owned())))
-            .collect();
-        Self { dict }
+        let mut dict = Dict::new();
+        let mut names = HashMap::new();
+        for key in KEYS {
+            let own = crate::variable_of(key);
+            let value = env
+                .get(&own)
+                .filter(|v| !v.is_empty())
+                .map(|v| (own.clone(), v.to_owned()))
+                .or_else(|| {
+                    crate::names::ALIASES
+                        .iter()
+                        .filter(|a| a.key == *key)
+                        .find_map(|a| {
+                            env.get(a.variable)
+                                .filter(|v| !v.is_empty())
+                                .map(|v| (a.variable.to_owned(), crate::names::convert(a.unit, v)))
+                        })
+                });
+            if let Some((variable, value)) = value {
+                dict.insert((*key).to_owned(), Value::from(value));
+                names.insert((*key).to_owned(), variable);
+            }
+        }
+        Self { dict, names }
     }
 }
 
 impl Provider for EnvProvider {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable").interpolater(|_profile, keys| {
-            format!("{ENV_PREFIX}{}", keys.join("_").to_ascii_uppercase())
-        })
+        Metadata::named("environment variable")
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+/// figment's name for values set in code.
+const CODE: &str = "code";
+
+/// Serves an [`Overlay`] to figment: each name resolved to its key (a key, a
+/// variable, or a pyvider-rpcplugin name converted to the key's unit).
+#[derive(Clone)]
+struct CodeProvider {
+    dict: Dict,
+    /// Key to the name it was set under.
+    names: HashMap<String, String>,
+}
+
+impl CodeProvider {
+    fn new(overlay: &Overlay, notices: &mut Vec<crate::Notice>) -> Result<Self> {
+        let mut dict = Dict::new();
+        let mut names = HashMap::new();
+        for (name, value) in overlay.entries() {
+            let lower = name.to_ascii_lowercase();
+            let own = lower.strip_prefix("plugin_").unwrap_or(&lower);
+            let (key, value) = if let Some(key) = KEYS.iter().find(|k| **k == lower || **k == own) {
+                (*key, value.to_value())
+            } else if let Some(alias) = crate::names::alias(name) {
+                let value = match value {
+                    ConfigValue::Text(t) => Value::from(crate::names::convert(alias.unit, t)),
+                    ConfigValue::Int(n) if alias.unit == crate::names::Unit::Milliseconds => {
+                        Value::from(format!("{n}ms"))
+                    }
+                    other => other.to_value(),
+                };
+                (alias.key, value)
+            } else if let Some(unsupported) = crate::names::unsupported(name) {
+                notices.push(crate::Notice {
+                    name: name.to_owned(),
+                    kind: NoticeKind::Unsupported {
+                        reason: unsupported.reason,
+                    },
+                });
+                continue;
+            } else {
+                let suggestion = crate::resolve::closest(own, KEYS.iter().copied())
+                    .map(|k| format!("; did you mean `{k}`?"))
+                    .unwrap_or_default();
+                return Err(Error::new(
+                    Code::ConfigUnknownKey,
+                    format!("unknown setting `{name}` (set in code){suggestion}"),
+                )
+                .with_hint(
+                    "name a setting by its key (handshake_timeout) or variable (PLUGIN_HANDSHAKE_TIMEOUT); docs/configuration.md lists them",
+                ));
+            };
+            dict.insert(key.to_owned(), value);
+            names.insert(key.to_owned(), name.to_owned());
+        }
+        Ok(Self { dict, names })
+    }
+}
+
+impl Provider for CodeProvider {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(CODE)
     }
 
     fn data(&self) -> figment::Result<Map<Profile, Dict>> {
@@ -542,6 +803,20 @@ fn opt_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Er
     #[derive(Deserialize)]
     struct Port(#[serde(deserialize_with = "de::port")] u16);
     Ok(Option::<Port>::deserialize(d)?.map(|p| p.0))
+}
+
+fn opt_port_or_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    struct Port(#[serde(deserialize_with = "de::port_or_zero")] u16);
+    Ok(Option::<Port>::deserialize(d)?
+        .map(|p| p.0)
+        .filter(|p| *p != 0))
+}
+
+fn opt_versions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u32>>, D::Error> {
+    #[derive(Deserialize)]
+    struct List(#[serde(deserialize_with = "de::versions")] Vec<u32>);
+    Ok(Option::<List>::deserialize(d)?.map(|l| l.0))
 }
 
 fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
@@ -673,6 +948,11 @@ mod tests {
         );
         let half = Settings::from_vars([("PLUGIN_MAGIC_COOKIE_KEY", "K")]).unwrap();
         assert_eq!(half.magic_cookie(None), None);
+        let value_only = Settings::from_vars([("PLUGIN_MAGIC_COOKIE_VALUE", "v")]).unwrap();
+        assert_eq!(
+            value_only.magic_cookie(None),
+            Some(("PLUGIN_MAGIC_COOKIE".to_owned(), "v".to_owned()))
+        );
     }
 
     #[test]
