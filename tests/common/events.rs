@@ -85,3 +85,9 @@ pub(crate) fn events_of(pid: u32) -> Vec<Seen> {
         .cloned()
         .collect()
 }
+
+/// Every recorded event.
+#[allow(dead_code)] // Not every test binary that records looks at all events.
+pub(crate) fn all() -> Vec<Seen> {
+    recorder().0.lock().unwrap().clone()
+}

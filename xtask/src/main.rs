@@ -188,7 +188,7 @@ fn ci(root: &Path) -> Result<()> {
         &[
             &["nextest", "run", "--profile", "ci", "--features", "otel"][..],
             &otel,
-            &["--lib", "--test", "trace_context"],
+            &["--lib", "--test", "trace_context", "--test", "metrics"],
         ]
         .concat(),
         &[],

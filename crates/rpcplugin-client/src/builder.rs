@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpcplugin_config::Environment;
+use rpcplugin_config::{ConfigValue, Environment, Loaded, Overlay};
 use rpcplugin_core::{Endpoint, Network, Result};
 use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256};
 use rpcplugin_transport::{Connectors, Transport};
@@ -30,8 +30,10 @@ pub struct Builder {
     pub(crate) name: Option<String>,
     pub(crate) cookie: Option<(String, String)>,
     pub(crate) versions: Vec<u32>,
-    pub(crate) handshake_timeout: Option<Duration>,
-    pub(crate) shutdown_grace: Option<Duration>,
+    /// Settings given in code: the typed methods and [`Builder::config`].
+    pub(crate) overlay: Overlay,
+    /// Instruments for starts, restarts, exits and calls (feature `otel`).
+    pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) environment: Option<Environment>,
     pub(crate) tls: TlsConfig,
     pub(crate) checksum: Option<Sha256>,
@@ -42,7 +44,6 @@ pub struct Builder {
     pub(crate) multiplex: bool,
     pub(crate) connectors: Connectors,
     pub(crate) broker_transport: Option<Arc<dyn Transport>>,
-    pub(crate) max_message_sizes: Option<(usize, usize)>,
 }
 
 impl Builder {
@@ -56,8 +57,8 @@ impl Builder {
             name: None,
             cookie: None,
             versions: vec![1],
-            handshake_timeout: None,
-            shutdown_grace: None,
+            overlay: Overlay::new(),
+            metrics: Default::default(),
             environment: None,
             tls: TlsConfig::new(),
             checksum: None,
@@ -68,7 +69,6 @@ impl Builder {
             multiplex: false,
             connectors: Connectors::new(),
             broker_transport: None,
-            max_message_sizes: None,
         }
     }
 
@@ -126,15 +126,147 @@ impl Builder {
     }
 
     /// How long to wait for the handshake line (default: `PLUGIN_HANDSHAKE_TIMEOUT`, 30 s).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = Some(timeout);
-        self
+    pub fn handshake_timeout(self, timeout: Duration) -> Self {
+        self.config("handshake_timeout", timeout)
     }
 
     /// How long each stop step waits before the next (default: `PLUGIN_SHUTDOWN_GRACE`, 2 s).
-    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.shutdown_grace = Some(grace);
+    pub fn shutdown_grace(self, grace: Duration) -> Self {
+        self.config("shutdown_grace", grace)
+    }
+
+    /// How long connecting to the plugin's address may take, TLS included
+    /// (default: `PLUGIN_CONNECTION_TIMEOUT`, 5 s).
+    pub fn connection_timeout(self, timeout: Duration) -> Self {
+        self.config("connection_timeout", timeout)
+    }
+
+    /// How long the plugin may take to answer its first health check once
+    /// connected (default: `PLUGIN_CHANNEL_READY_TIMEOUT`, 10 s).
+    pub fn channel_ready_timeout(self, timeout: Duration) -> Self {
+        self.config("channel_ready_timeout", timeout)
+    }
+
+    /// HTTP/2 keepalive on the connection to the plugin: a PING after `time` idle,
+    /// dead if unanswered within `timeout` (default: `PLUGIN_GRPC_KEEPALIVE_TIME`,
+    /// unset, so none: the plugin is local).
+    pub fn keepalive(self, time: Duration, timeout: Duration) -> Self {
+        self.config("grpc_keepalive_time", time)
+            .config("grpc_keepalive_timeout", timeout)
+    }
+
+    /// The transports this host accepts, preferred first (default:
+    /// `PLUGIN_CLIENT_TRANSPORTS`, Unix then TCP). A plugin that announces another
+    /// is refused.
+    pub fn client_transports(self, networks: impl IntoIterator<Item = Network>) -> Self {
+        let names: Vec<String> = networks
+            .into_iter()
+            .map(|n| n.as_str().to_owned())
+            .collect();
+        self.config("client_transports", names)
+    }
+
+    /// The directory in which each plugin gets its private socket directory
+    /// (default: `PLUGIN_UNIX_SOCKET_DIR`, else the temporary directory). Must exist.
+    pub fn unix_socket_dir(self, dir: impl Into<PathBuf>) -> Self {
+        self.config("unix_socket_dir", dir.into())
+    }
+
+    /// A group (name or gid) that may use the plugin's socket: its directory
+    /// becomes 0770 and the socket 0660 (default: `PLUGIN_UNIX_SOCKET_GROUP`, none).
+    pub fn unix_socket_group(self, group: impl Into<String>) -> Self {
+        self.config("unix_socket_group", group.into())
+    }
+
+    /// The TCP ports the plugin may listen on (default: `PLUGIN_MIN_PORT` and
+    /// `PLUGIN_MAX_PORT`, else any; go-plugin hosts use 10000 to 25000).
+    pub fn port_range(self, min: u16, max: u16) -> Self {
+        self.config("min_port", min).config("max_port", max)
+    }
+
+    /// How long a generated (AutoMTLS) certificate is valid, in days (default:
+    /// `PLUGIN_CERT_VALIDITY_DAYS`, 30).
+    pub fn cert_validity_days(self, days: u32) -> Self {
+        self.config("cert_validity_days", days)
+    }
+
+    /// Launches the plugin again when its start fails, up to `max_retries` more
+    /// times, waiting an exponential backoff with jitter between attempts (from
+    /// 100 ms, doubling, at most 5 s, within 30 s in all; each part is a setting:
+    /// `PLUGIN_CLIENT_INITIAL_BACKOFF_MS`, `PLUGIN_CLIENT_BACKOFF_MULTIPLIER`,
+    /// `PLUGIN_CLIENT_MAX_BACKOFF_MS`, `PLUGIN_CLIENT_RETRY_JITTER_MS`,
+    /// `PLUGIN_CLIENT_RETRY_TOTAL_TIMEOUT_S`). Default: `PLUGIN_CLIENT_RETRY_ENABLED`,
+    /// off, as go-plugin. `0` turns retries off.
+    ///
+    /// A refusal that another attempt cannot change (a wrong magic cookie, a
+    /// checksum, TLS, no common version, any configuration error) is returned at
+    /// once. When every attempt fails, the error is the last one and lists the
+    /// others.
+    pub fn retry_start(self, max_retries: u32) -> Self {
+        self.config("client_retry_enabled", max_retries > 0)
+            .config("client_max_retries", max_retries)
+    }
+
+    /// Records OpenTelemetry metrics with `meter` (feature `otel`; off by default,
+    /// and then nothing is measured): `rpcplugin.plugin.starts` by outcome (`ok`
+    /// or the error code), `rpcplugin.plugin.restarts` (a
+    /// [`Supervisor`](crate::Supervisor)'s), `rpcplugin.plugin.exits` by reason
+    /// (`shutdown_rpc`, `sigterm`, `sigkill`, `exited`, `failed`), each with the
+    /// attribute `plugin`; and the calls made through
+    /// [`PluginClient::call_metrics`](crate::PluginClient::call_metrics)
+    /// (`rpc.client.duration` and `rpcplugin.client.active_calls`).
+    #[cfg(feature = "otel")]
+    pub fn meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        self.metrics = crate::metrics::Metrics::new(meter);
         self
+    }
+
+    /// Sets any setting in code, by its key (`handshake_timeout`), its variable
+    /// (`PLUGIN_HANDSHAKE_TIMEOUT`) or a pyvider-rpcplugin name
+    /// (`PLUGIN_GRPC_KEEPALIVE_TIME_MS`): pyvider-rpcplugin's per-instance `config`
+    /// dict. Values set in code win over the environment and the config file. The
+    /// value is checked when the plugin starts (or by
+    /// [`effective_settings`](Self::effective_settings)), with the same messages as
+    /// a variable's.
+    ///
+    /// ```
+    /// use rpcplugin_client::PluginClient;
+    /// use std::time::Duration;
+    ///
+    /// let builder = PluginClient::builder("./kv_plugin")
+    ///     .handshake("BASIC_PLUGIN", "hello")
+    ///     .config("PLUGIN_CONNECTION_TIMEOUT", "2s")
+    ///     .config("grpc_keepalive_time", Duration::from_secs(30));
+    /// let settings = builder.effective_settings().unwrap();
+    /// assert_eq!(settings.settings().connection_timeout, Duration::from_secs(2));
+    /// ```
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<ConfigValue>) -> Self {
+        self.overlay.set(key, value);
+        self
+    }
+
+    /// [`config`](Self::config) for each pair.
+    pub fn configs<K, V>(mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<ConfigValue>,
+    {
+        self.overlay.extend(pairs);
+        self
+    }
+
+    /// The settings a start would use (defaults < config file < environment <
+    /// code), with where each came from and what in the environment is not used.
+    ///
+    /// # Errors
+    ///
+    /// What a start would fail with for a configuration mistake.
+    pub fn effective_settings(&self) -> Result<Loaded> {
+        let env = self
+            .environment
+            .clone()
+            .unwrap_or_else(Environment::capture);
+        rpcplugin_config::Settings::resolve(&env, self.config_file.as_deref(), &self.overlay)
     }
 
     /// The host's TLS, all at once: what it presents, which plugin certificates it
@@ -294,15 +426,27 @@ impl Builder {
     /// and `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`, else
     /// [`DEFAULT_HOST_MAX_MESSAGE_SIZE`](crate::DEFAULT_HOST_MAX_MESSAGE_SIZE)
     /// (`i32::MAX`, what go-plugin's hosts allow).
-    pub fn max_message_sizes(mut self, receive: usize, send: usize) -> Self {
-        self.max_message_sizes = Some((receive, send));
-        self
+    pub fn max_message_sizes(self, receive: usize, send: usize) -> Self {
+        self.config("grpc_max_receive_message_size", receive)
+            .config("grpc_max_send_message_size", send)
     }
 
     /// Reads settings from this environment instead of the host process's.
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
         self
+    }
+
+    /// The plugin's name in logs, errors and metrics: [`name`](Self::name), else
+    /// the executable's file name.
+    pub(crate) fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::path::Path::new(&self.program)
+                .file_name()
+                .unwrap_or(&self.program)
+                .to_string_lossy()
+                .into_owned()
+        })
     }
 
     /// Launches the plugin and returns once it is connected and healthy.

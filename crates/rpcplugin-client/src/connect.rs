@@ -146,12 +146,17 @@ pub(crate) async fn open_channel(name: &str, target: &Target) -> Result<Channel>
 
 /// Check health: `grpc.health.v1.Health/Check` for `"plugin"`, within 5 s. A plugin
 /// without the service passes (health is optional in the protocol).
-pub(crate) async fn check_health(name: &str, channel: &Channel, target: &Target) -> Result<()> {
+pub(crate) async fn check_health(
+    name: &str,
+    channel: &Channel,
+    target: &Target,
+    timeout: Duration,
+) -> Result<()> {
     let mut health = HealthClient::new(channel.clone());
     let request = HealthCheckRequest {
         service: "plugin".to_owned(),
     };
-    match tokio::time::timeout(Duration::from_secs(5), health.check(request)).await {
+    match tokio::time::timeout(timeout, health.check(request)).await {
         Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
         Ok(Ok(reply)) => Err(Error::new(
             Code::ProtocolNotServing,
@@ -173,9 +178,9 @@ pub(crate) async fn check_health(name: &str, channel: &Channel, target: &Target)
         Ok(Err(status)) => Err(health_error(name, status)),
         Err(_) => Err(Error::new(
             Code::ProtocolHealthTimeout,
-            format!("plugin {name} did not answer its health check within 5s"),
+            format!("plugin {name} did not answer its health check within {timeout:?}"),
         )
-        .with_hint("the plugin is stuck or overloaded")),
+        .with_hint("the plugin is stuck or overloaded; PLUGIN_CHANNEL_READY_TIMEOUT sets how long a host waits")),
     }
 }
 

@@ -56,6 +56,7 @@
 //!   current span's W3C trace context (`traceparent`, `tracestate`) with each call,
 //!   read through `tracing-opentelemetry`, so that one trace covers host and plugin.
 
+mod backoff;
 mod broker;
 mod builder;
 mod connect;
@@ -63,6 +64,7 @@ mod handshake;
 mod launch;
 mod limits;
 pub mod logline;
+mod metrics;
 mod output;
 mod plugin_client;
 mod reattach;
@@ -77,6 +79,7 @@ mod tls;
 #[cfg(feature = "otel")]
 mod trace;
 
+pub use backoff::Backoff;
 pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use builder::Builder;
 pub use launch::ResourceLimits;

@@ -39,6 +39,8 @@ pub struct PluginClient {
     pub(crate) started: Instant,
     /// The counters behind [`PluginClient::call_stats`].
     pub(crate) calls: CallStats,
+    /// The host's instruments (feature `otel`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// A snapshot of a plugin as its host sees it, from [`PluginClient::status`].
@@ -145,6 +147,24 @@ impl PluginClient {
     /// ```
     pub fn call_stats(&self) -> CallStatsLayer {
         self.calls.layer()
+    }
+
+    /// A tower layer that records OpenTelemetry metrics of the calls made through
+    /// it (`rpc.client.duration` by method and status, `rpcplugin.client.active_calls`)
+    /// with the builder's [`meter`](crate::Builder::meter); `None` without one.
+    ///
+    /// ```no_run
+    /// # async fn example(plugin: rpcplugin_client::PluginClient) {
+    /// use rpcplugin_proto::examples::kv::kv_client::KvClient;
+    /// let channel = tower::ServiceBuilder::new()
+    ///     .option_layer(plugin.call_metrics())
+    ///     .service(plugin.channel());
+    /// let mut kv = KvClient::new(channel);
+    /// # let _ = kv; }
+    /// ```
+    #[cfg(feature = "otel")]
+    pub fn call_metrics(&self) -> Option<rpcplugin_layers::RpcMetricsLayer> {
+        self.metrics.inner.as_ref().map(|m| m.rpc.layer())
     }
 
     /// A snapshot of the plugin as this host sees it: uptime, connections made,

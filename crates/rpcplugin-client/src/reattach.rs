@@ -236,7 +236,7 @@ impl AttachBuilder {
             connects: Default::default(),
         };
         let channel = connect::open_channel(&name, &target).await?;
-        connect::check_health(&name, &channel, &target).await?;
+        connect::check_health(&name, &channel, &target, settings.channel_ready_timeout).await?;
         let broker = crate::broker::start(channel.clone(), ready, &name);
         tracing::debug!(plugin = %name, pid = config.pid, endpoint = %config.endpoint, tls = target.dial.is_some(), "attached to a running plugin");
         Ok(PluginClient {
@@ -256,6 +256,7 @@ impl AttachBuilder {
             attached: true,
             started: std::time::Instant::now(),
             calls: Default::default(),
+            metrics: Default::default(),
         })
     }
 }

@@ -184,6 +184,7 @@ impl Spawned {
             attached: false,
             started: std::time::Instant::now(),
             calls: Default::default(),
+            metrics: Default::default(),
             name,
         }
     }

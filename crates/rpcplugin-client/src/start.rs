@@ -23,11 +23,105 @@ use crate::spawned::Spawned;
 use crate::tls::HostTls;
 use crate::{Builder, PluginClient, connect, handshake, launch, tls};
 
-/// [`Builder::start`]: the phases in order.
+/// [`Builder::start`]: the settings, then attempts, retried as the settings say.
 pub(crate) async fn start(builder: Builder) -> Result<PluginClient> {
     let resolved = Resolved::new(&builder)?;
+    let settings = &resolved.settings;
+    let retries = if settings.client_retry_enabled {
+        settings.client_max_retries
+    } else {
+        0
+    };
+    let backoff = crate::Backoff {
+        initial: settings.client_initial_backoff,
+        multiplier: settings.client_backoff_multiplier,
+        max: settings.client_max_backoff,
+        spread: 0.0,
+        jitter: settings.client_retry_jitter,
+    };
+    let first = tokio::time::Instant::now();
+    let mut failures: Vec<Error> = Vec::new();
+    loop {
+        let err = match attempt(&builder, &resolved).await {
+            Ok(mut client) => {
+                builder.metrics.start(&resolved.name, "ok");
+                client.metrics = builder.metrics.clone();
+                return Ok(client);
+            }
+            Err(err) => {
+                builder.metrics.start(&resolved.name, err.code().as_str());
+                err
+            }
+        };
+        let done = failures.len() as u32;
+        if done >= retries || !retryable(&err) {
+            return Err(with_attempts(err, failures, None));
+        }
+        let delay = backoff.delay(done + 1);
+        if first.elapsed() + delay > settings.client_retry_total_timeout {
+            let why = format!(
+                "no more attempts: the next would start after PLUGIN_CLIENT_RETRY_TOTAL_TIMEOUT ({:?})",
+                settings.client_retry_total_timeout
+            );
+            return Err(with_attempts(err, failures, Some(why)));
+        }
+        tracing::warn!(
+            plugin = %resolved.name,
+            attempt = done + 1,
+            retry_in = ?delay,
+            error = %err,
+            "plugin start failed; retrying"
+        );
+        failures.push(err);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Whether another launch could end differently. Refusals that a retry cannot
+/// change are not: configuration, security (TLS, checksum), a malformed or
+/// incompatible handshake, and a plugin that refused the magic cookie.
+fn retryable(err: &Error) -> bool {
+    use rpcplugin_core::ErrorKind;
+    match err.code() {
+        Code::HandshakePluginExited => !err.hint().is_some_and(|h| h.contains("magic cookie")),
+        Code::ProcessSpawn => false,
+        _ => matches!(
+            err.kind(),
+            ErrorKind::Process | ErrorKind::Timeout | ErrorKind::Transport | ErrorKind::Protocol
+        ),
+    }
+}
+
+/// The last error, with the earlier attempts' failures listed in its message.
+fn with_attempts(last: Error, earlier: Vec<Error>, why: Option<String>) -> Error {
+    if earlier.is_empty() && why.is_none() {
+        return last;
+    }
+    let mut message = format!(
+        "{} (attempt {} of the start",
+        last.message(),
+        earlier.len() + 1
+    );
+    for (i, e) in earlier.iter().enumerate() {
+        message.push_str(&format!("; attempt {}: {}", i + 1, e.message()));
+    }
+    message.push(')');
+    if let Some(why) = why {
+        message.push_str(&format!("; {why}"));
+    }
+    let hint = last.hint().map(str::to_owned);
+    let mut err = Error::new(last.code(), message);
+    if let Some(hint) = hint {
+        err = err.with_hint(hint);
+    }
+    err.with_source(last)
+}
+
+/// One launch: verify, spawn, handshake, connect, health.
+async fn attempt(builder: &Builder, resolved: &Resolved) -> Result<PluginClient> {
+    let builder = builder.clone();
     let program = verify(&builder.program, &resolved.env, builder.checksum).await?;
-    let mut spawned = spawn(&builder, &resolved, &program).await?;
+    let mut spawned = spawn(&builder, resolved, &program).await?;
     let line = spawned.read_handshake(resolved.handshake_timeout).await?;
     let announced = handshake::check(
         &spawned.name,
@@ -37,8 +131,14 @@ pub(crate) async fn start(builder: Builder) -> Result<PluginClient> {
         &builder.connectors,
         &spawned.tail.lines(),
     )?;
-    let connected = connect::launched(&builder, &resolved, &spawned, &announced, &line).await?;
-    connect::check_health(&spawned.name, &connected.channel, &connected.target).await?;
+    let connected = connect::launched(&builder, resolved, &spawned, &announced, &line).await?;
+    connect::check_health(
+        &spawned.name,
+        &connected.channel,
+        &connected.target,
+        resolved.settings.channel_ready_timeout,
+    )
+    .await?;
     Ok(spawned.into_client(announced, connected, resolved.grace, builder.stdio))
 }
 
@@ -66,18 +166,10 @@ impl Resolved {
             .environment
             .clone()
             .unwrap_or_else(Environment::capture);
-        let mut settings = Settings::from_sources(&env, builder.config_file.as_deref())?;
-        if let Some((receive, send)) = builder.max_message_sizes {
-            settings.grpc_max_receive_message_size = Some(receive);
-            settings.grpc_max_send_message_size = Some(send);
-        }
-        let name = builder.name.clone().unwrap_or_else(|| {
-            Path::new(&builder.program)
-                .file_name()
-                .unwrap_or(&builder.program)
-                .to_string_lossy()
-                .into_owned()
-        });
+        let loaded = Settings::resolve(&env, builder.config_file.as_deref(), &builder.overlay)?;
+        rpcplugin_config::report(loaded.notices());
+        let settings = loaded.into_settings();
+        let name = builder.display_name();
         let Some((key, value)) = settings.magic_cookie(builder.cookie.clone()) else {
             return Err(Error::new(Code::ConfigMissingCookie, "no magic cookie configured for this host")
                 .with_hint("call .handshake(KEY, VALUE) on the client builder with the plugin's cookie (go-plugin's KV example: BASIC_PLUGIN=hello)"));
@@ -92,10 +184,8 @@ impl Resolved {
         let host_tls = tls::resolve(&builder.tls, &settings)?;
         Ok(Self {
             cookie: MagicCookie::new(key, value)?,
-            handshake_timeout: builder
-                .handshake_timeout
-                .unwrap_or(settings.handshake_timeout),
-            grace: builder.shutdown_grace.unwrap_or(settings.shutdown_grace),
+            handshake_timeout: settings.handshake_timeout,
+            grace: settings.shutdown_grace,
             host_tls,
             env,
             settings,

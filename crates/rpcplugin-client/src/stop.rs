@@ -31,6 +31,17 @@ pub enum StopMethod {
     Detached,
 }
 
+/// How a stop ended, as the `reason` of the `rpcplugin.plugin.exits` metric.
+fn exit_reason(stopped: &Stopped) -> &'static str {
+    match stopped.method {
+        StopMethod::Graceful => "shutdown_rpc",
+        StopMethod::Terminated => "sigterm",
+        StopMethod::Killed => "sigkill",
+        StopMethod::AlreadyExited | StopMethod::Detached if stopped.status.success() => "exited",
+        StopMethod::AlreadyExited | StopMethod::Detached => "failed",
+    }
+}
+
 /// The result of [`PluginClient::stop`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped {
@@ -61,7 +72,8 @@ impl PluginClient {
         let started = Instant::now();
         let stopped = stop_child(&mut child, self.pid, &self.channel, self.grace).await;
         registry::unregister(self.pid);
-        if stopped.is_ok() {
+        if let Ok(done) = &stopped {
+            self.metrics.exit(&self.name, exit_reason(done));
             self.remove_stale_socket();
         }
         tracing::debug!(plugin = %self.name, pid = self.pid, took = ?started.elapsed(), ?stopped, "plugin stopped");
@@ -104,6 +116,8 @@ impl PluginClient {
                     .with_source(e)
             })?;
         tracing::debug!(plugin = %self.name, pid = self.pid, %status, "plugin killed");
+        self.metrics
+            .exit(&self.name, exit_reason(&Stopped { method, status }));
         self.remove_stale_socket();
         self.finish_io().await;
         if let Some(dir) = self.socket_dir.take() {

@@ -13,7 +13,6 @@ use rpcplugin_proto::health::v1::health_client::HealthClient;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use tower::util::rng::{HasherRng, Rng as _};
 
 use crate::{Builder, PluginClient, Target};
 
@@ -333,6 +332,7 @@ impl Run {
                 delay,
             });
             tracing::info!(attempt = restarts, ?delay, "restarting the plugin");
+            self.builder.metrics.restart(&self.builder.display_name());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = &mut stop => {
@@ -388,6 +388,9 @@ impl Run {
                         Err(err) => (err.to_string(), true),
                     };
                     tracing::warn!(pid, %status, "the supervised plugin exited");
+                    client
+                        .metrics
+                        .exit(client.name(), if failure { "failed" } else { "exited" });
                     let _ = self.events.send(SupervisorEvent::Exited { pid, status, failure });
                     // Reap and clean up what is left (socket directory, readers).
                     drop(client);
@@ -462,22 +465,17 @@ impl Run {
         let _ = self.events.send(SupervisorEvent::GaveUp { reason });
     }
 
-    /// Exponential backoff with ±20 % jitter, so that plugins that crashed together
-    /// do not restart in lockstep.
+    /// Exponential backoff with ±20 % jitter ([`Backoff`](crate::Backoff), which
+    /// start-up retries share), so that plugins that crashed together do not
+    /// restart in lockstep.
     ///
     /// Not tower's `ExponentialBackoff` (tower 0.5, `retry::backoff`), for two
     /// reasons read in its source: its jitter is capped at `max - base`, so once the
     /// backoff reaches its maximum (a long crash loop, where lockstep matters most)
     /// every plugin waits exactly the maximum; and it hands out a `Sleep`, not the
-    /// `Duration` that [`SupervisorEvent::Restarting`] reports. Its random source,
-    /// `HasherRng`, is used here.
+    /// `Duration` that [`SupervisorEvent::Restarting`] reports.
     fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .options
-            .initial_backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.options.max_backoff);
-        base.mul_f64(0.8 + 0.4 * HasherRng::new().next_f64())
+        crate::Backoff::new(self.options.initial_backoff, self.options.max_backoff).delay(attempt)
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rpcplugin_config::Settings;
 use rpcplugin_core::{Endpoint, Error, Result};
 use rpcplugin_crypto::{
-    CertificateDer, CertificateInfo, Identity, Role, TlsConfig, client_config_ca,
+    CertOptions, CertificateDer, CertificateInfo, Identity, Role, TlsConfig, client_config_ca,
     client_config_pinned, server_config_ca, server_config_pinned,
 };
 use rpcplugin_transport::TlsFailure;
@@ -47,14 +47,21 @@ pub(crate) fn resolve(config: &TlsConfig, settings: &Settings) -> Result<HostTls
     let identity = config.identity_or("the host's certificate (given to .identity())", || {
         identity_from_settings(settings)
     })?;
-    let roots = config.ca_roots_or(
-        settings.server_root_certs.as_deref(),
-        "PLUGIN_SERVER_ROOT_CERTS",
-    )?;
+    let (roots_value, roots_name) = match (&settings.server_root_certs, &settings.ca_cert) {
+        (Some(roots), _) => (Some(roots.as_str()), "PLUGIN_SERVER_ROOT_CERTS"),
+        (None, Some(ca)) => (Some(ca.as_str()), "PLUGIN_CA_CERT"),
+        (None, None) => (None, "PLUGIN_SERVER_ROOT_CERTS"),
+    };
+    let roots = config.ca_roots_or(roots_value, roots_name)?;
     let auto_mtls = config.configured_auto_mtls().unwrap_or(settings.auto_mtls);
     let identity = match identity {
         Some(identity) => identity,
-        None if auto_mtls => Identity::self_signed(config.auto_mtls_key_algorithm(), Role::Client)?,
+        None if auto_mtls => Identity::self_signed_with(
+            Role::Client,
+            &CertOptions::new(config.auto_mtls_key_algorithm()).validity(
+                std::time::Duration::from_secs(u64::from(settings.cert_validity_days) * 86_400),
+            ),
+        )?,
         None if roots.is_some() => {
             return Err(Error::new(
                 Code::ConfigIncompleteIdentity,

@@ -32,8 +32,13 @@
 //! ```
 
 mod concurrency;
+#[cfg(feature = "otel")]
+mod metrics;
 mod rate;
 mod stats;
+
+#[cfg(feature = "otel")]
+pub use metrics::{RpcMetrics, RpcMetricsLayer, RpcMetricsService};
 
 pub use concurrency::{ConcurrencyLimitLayer, ConcurrencyLimitService};
 pub use rate::{RateLimit, RateLimitLayer, RateLimitService};

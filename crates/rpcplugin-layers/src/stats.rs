@@ -115,13 +115,20 @@ struct CallGuard {
     failed: bool,
 }
 
-impl CallGuard {
-    /// Records the `grpc-status` in `headers`, if there is one.
+impl Observe for CallGuard {
     fn observe(&mut self, headers: &http::HeaderMap) {
         if let Some(status) = headers.get("grpc-status") {
             self.failed = status.as_bytes() != b"0";
         }
     }
+}
+
+/// Something told the gRPC status of a call: from the response headers (a
+/// trailers-only error) and from the trailers at the end of the body. Dropping it
+/// ends the call.
+pub(crate) trait Observe {
+    /// Looks for `grpc-status` in `headers`.
+    fn observe(&mut self, headers: &http::HeaderMap);
 }
 
 impl Drop for CallGuard {
@@ -199,14 +206,17 @@ where
 }
 
 /// A response body that ends its call when it ends or is dropped.
-struct Counted<B> {
-    body: B,
-    guard: CallGuard,
+/// A response body that tells `guard` the trailers it carries, and drops it (ending
+/// the call) when the body is done or dropped.
+pub(crate) struct Counted<B, G> {
+    pub(crate) body: B,
+    pub(crate) guard: G,
 }
 
-impl<B> HttpBody for Counted<B>
+impl<B, G> HttpBody for Counted<B, G>
 where
     B: HttpBody + Unpin,
+    G: Observe + Unpin,
 {
     type Data = B::Data;
     type Error = B::Error;

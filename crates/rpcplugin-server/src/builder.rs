@@ -50,6 +50,8 @@ pub struct Builder {
     pub(crate) environment: Option<Environment>,
     pub(crate) tls: TlsConfig,
     pub(crate) config_file: Option<std::path::PathBuf>,
+    /// Settings given in code: the typed methods and [`Builder::config`].
+    pub(crate) overlay: rpcplugin_config::Overlay,
     pub(crate) capture_stderr: bool,
     pub(crate) broker: crate::broker::PluginBroker,
     pub(crate) broker_dial_timeout: Option<Duration>,
@@ -59,6 +61,7 @@ pub struct Builder {
     pub(crate) concurrency_limit: Option<usize>,
     pub(crate) server_settings: crate::layers::ServerSettings,
     pub(crate) handle: crate::PluginHandle,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl fmt::Debug for Builder {
@@ -219,7 +222,16 @@ impl Builder {
     /// `PLUGIN_PROTOCOL_VERSIONS`, whose gRPC stack cannot address Unix sockets in a
     /// way the HTTP/2 server accepts).
     pub fn transports(mut self, transports: impl IntoIterator<Item = Network>) -> Self {
-        self.transports = Some(transports.into_iter().collect());
+        let transports: Vec<Network> = transports.into_iter().collect();
+        if transports
+            .iter()
+            .all(|n| matches!(n, Network::Unix | Network::Tcp))
+        {
+            // Shown as set in code by `effective_settings`.
+            let names: Vec<String> = transports.iter().map(|n| n.as_str().to_owned()).collect();
+            self.overlay.set("server_transports", names);
+        }
+        self.transports = Some(transports);
         self
     }
 
@@ -255,7 +267,8 @@ impl Builder {
     pub fn max_message_sizes(mut self, receive: usize, send: usize) -> Self {
         self.max_receive = Some(receive);
         self.max_send = Some(send);
-        self
+        self.config("grpc_max_receive_message_size", receive)
+            .config("grpc_max_send_message_size", send)
     }
 
     /// How long in-flight calls may take to finish once a stop begins (default: the
@@ -333,6 +346,113 @@ impl Builder {
     pub fn config_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.config_file = Some(path.into());
         self
+    }
+
+    /// Sets any setting in code, by its key (`ignore_sigint`), its variable
+    /// (`PLUGIN_IGNORE_SIGINT`) or a pyvider-rpcplugin name
+    /// (`PLUGIN_GRPC_GRACE_PERIOD`): pyvider-rpcplugin's per-instance `config` dict.
+    /// Values set in code win over the environment and the config file; they are
+    /// checked when the plugin starts (or by
+    /// [`effective_settings`](Self::effective_settings)), with the same messages as
+    /// a variable's.
+    ///
+    /// ```
+    /// use rpcplugin_server::PluginServer;
+    ///
+    /// let builder = PluginServer::builder()
+    ///     .handshake("BASIC_PLUGIN", "hello")
+    ///     .configs([("PLUGIN_RATE_LIMIT_ENABLED", "true"), ("rate_limit_requests_per_second", "50")]);
+    /// let loaded = builder.effective_settings().unwrap();
+    /// assert!(loaded.settings().rate_limit_enabled);
+    /// assert_eq!(loaded.settings().rate_limit_requests_per_second, 50.0);
+    /// ```
+    pub fn config(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<rpcplugin_config::ConfigValue>,
+    ) -> Self {
+        self.overlay.set(key, value);
+        self
+    }
+
+    /// [`config`](Self::config) for each pair.
+    pub fn configs<K, V>(mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<rpcplugin_config::ConfigValue>,
+    {
+        self.overlay.extend(pairs);
+        self
+    }
+
+    /// The settings this plugin would start with (defaults < config file <
+    /// environment < code), with where each came from and what in the environment
+    /// is not used.
+    ///
+    /// # Errors
+    ///
+    /// What starting would fail with for a configuration mistake.
+    pub fn effective_settings(&self) -> Result<rpcplugin_config::Loaded> {
+        let env = self
+            .environment
+            .clone()
+            .unwrap_or_else(Environment::capture);
+        rpcplugin_config::Settings::resolve(&env, self.config_file.as_deref(), &self.overlay)
+    }
+
+    /// Records OpenTelemetry metrics with `meter` (feature `otel`; off by default,
+    /// and then nothing is added to a call's path): `rpc.server.duration`
+    /// (milliseconds, by `rpc.service`, `rpc.method` and `rpc.grpc.status_code`, as
+    /// OpenTelemetry's RPC semantic conventions name them; its count is the calls),
+    /// `rpcplugin.server.active_calls`, `rpcplugin.server.connections` (open) and
+    /// `rpcplugin.server.connections.accepted`. The plugin's own services are
+    /// measured, not the protocol's built-in ones.
+    #[cfg(feature = "otel")]
+    pub fn meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        self.metrics = crate::metrics::Metrics::new(meter);
+        self
+    }
+
+    /// Whether SIGINT is ignored (default: `PLUGIN_IGNORE_SIGINT`, true): a
+    /// terminal's Ctrl-C reaches the whole process group, and the host decides how
+    /// its plugins stop, as go-plugin does.
+    pub fn ignore_sigint(self, ignore: bool) -> Self {
+        self.config("ignore_sigint", ignore)
+    }
+
+    /// Whether to serve `grpc.health.v1.Health` (default:
+    /// `PLUGIN_HEALTH_SERVICE_ENABLED`, true). Without it hosts skip their health
+    /// checks, as for old go-plugin plugins.
+    pub fn health_service(self, enabled: bool) -> Self {
+        self.config("health_service_enabled", enabled)
+    }
+
+    /// Stops the plugin when this file appears (default:
+    /// `PLUGIN_SHUTDOWN_FILE_PATH`, none): looked for every second, removed, and the
+    /// plugin stops as on SIGTERM, with [`StopReason::ShutdownFile`](crate::StopReason::ShutdownFile).
+    pub fn shutdown_file(self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config("shutdown_file_path", path.into())
+    }
+
+    /// Binds this Unix socket path instead of one in a private directory
+    /// (default: `PLUGIN_SERVER_UNIX_SOCKET_PATH`, none). A stale socket there is
+    /// replaced; a live one is an error.
+    pub fn unix_socket_path(self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config("server_unix_socket_path", path.into())
+    }
+
+    /// Over TCP, listens on this loopback address and port (default:
+    /// `PLUGIN_SERVER_HOST`, 127.0.0.1, and `PLUGIN_SERVER_PORT`, a port in the
+    /// host's range or any; `0` is any). Addresses other than loopback are refused.
+    pub fn tcp_address(self, host: impl Into<String>, port: u16) -> Self {
+        self.config("server_host", host.into())
+            .config("server_port", port)
+    }
+
+    /// How many days a generated (AutoMTLS) certificate is valid (default:
+    /// `PLUGIN_CERT_VALIDITY_DAYS`, 30).
+    pub fn cert_validity_days(self, days: u32) -> Self {
+        self.config("cert_validity_days", days)
     }
 
     /// Also streams what is written on stderr after the handshake over

@@ -270,7 +270,8 @@ impl PluginHandle {
     }
 
     /// Counts `connection` as open until it is dropped.
-    pub(crate) fn track<C>(&self, connection: C) -> Tracked<C> {
+    pub(crate) fn track<C>(&self, connection: C, metrics: crate::metrics::Metrics) -> Tracked<C> {
+        metrics.opened();
         self.shared
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
@@ -278,6 +279,7 @@ impl PluginHandle {
         Tracked {
             inner: connection,
             shared: self.shared.clone(),
+            metrics,
         }
     }
 }
@@ -287,11 +289,13 @@ impl PluginHandle {
 pub(crate) struct Tracked<C> {
     inner: C,
     shared: Arc<Shared>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl<C> Drop for Tracked<C> {
     fn drop(&mut self) {
         self.shared.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.closed();
     }
 }
 

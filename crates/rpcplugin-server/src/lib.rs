@@ -95,6 +95,7 @@ mod health;
 mod layers;
 mod limits;
 pub mod logging;
+mod metrics;
 mod mux;
 mod panic;
 mod prepare;

@@ -20,7 +20,9 @@ impl Builder {
     /// before any socket exists.
     pub(crate) fn prepare(mut self) -> Result<Prepared> {
         let env = self.environment.take().unwrap_or_else(Environment::capture);
-        let settings = Settings::from_sources(&env, self.config_file.as_deref())?;
+        let loaded = Settings::resolve(&env, self.config_file.as_deref(), &self.overlay)?;
+        rpcplugin_config::report(loaded.notices());
+        let settings = loaded.into_settings();
         let received = if self.debug {
             debug_env()
         } else if self.in_process.is_some() {
@@ -40,8 +42,21 @@ impl Builder {
             received_env(self.cookie.take(), &settings, &env)?
         };
         let tls = tls::resolve(&self.tls, &settings, received.client_cert_pem.as_deref())?;
-        let served =
+        let mut served =
             versions::served_versions(self.versions.as_deref(), self.versioned.keys().copied());
+        if let Some(supported) = &settings.supported_protocol_versions {
+            let all = served.clone();
+            served.retain(|v| supported.contains(v));
+            if served.is_empty() {
+                return Err(Error::new(
+                    Code::ConfigNoVersions,
+                    format!(
+                        "SUPPORTED_PROTOCOL_VERSIONS ({supported:?}) names none of the versions this plugin serves ({all:?})"
+                    ),
+                )
+                .with_hint("name at least one of the served versions, or unset SUPPORTED_PROTOCOL_VERSIONS"));
+            }
+        }
         let negotiated = negotiate(&served, &received, self.debug)?;
         let limits = limits(self.max_receive, self.max_send, &settings);
         let transports = self
@@ -54,7 +69,7 @@ impl Builder {
         }
         let transport = match self.transport.take() {
             Some(custom) => custom,
-            None => transport(transports.first().copied(), &received)?,
+            None => transport(transports.first().copied(), &received, &settings)?,
         };
         let mux = received.multiplex_grpc.then(|| Arc::new(MuxRouter::new()));
         self.broker.set_ready(
@@ -89,12 +104,15 @@ impl Builder {
             service_names,
             reflection: self.reflection,
             ignore_sigint: settings.ignore_sigint,
+            shutdown_file: settings.shutdown_file_path.clone(),
+            health_service: settings.health_service_enabled,
             drain_timeout: self.drain_timeout.unwrap_or(settings.shutdown_grace),
             capture_stderr: self.capture_stderr,
             broker: self.broker,
             debug: self.debug,
             in_process: self.in_process.take(),
             handle: self.handle.clone(),
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -186,12 +204,19 @@ fn refuse_plaintext_tcp(tls: bool, transports: &[Network]) -> Result<()> {
 
 /// The transport for the preferred network, set up as the host asked (socket
 /// directory and group, port range).
-fn transport(network: Option<Network>, received: &ReceivedEnv) -> Result<Arc<dyn Transport>> {
+fn transport(
+    network: Option<Network>,
+    received: &ReceivedEnv,
+    settings: &Settings,
+) -> Result<Arc<dyn Transport>> {
     match network {
         Some(Network::Unix) | None => {
             let mut t = UnixTransport::new();
             if let Some(dir) = &received.unix_socket_dir {
                 t = t.dir(dir);
+            }
+            if let Some(path) = &settings.server_unix_socket_path {
+                t = t.path(path);
             }
             if let Some(group) = &received.unix_socket_group {
                 t = t.group(group);
@@ -202,6 +227,22 @@ fn transport(network: Option<Network>, received: &ReceivedEnv) -> Result<Arc<dyn
             let mut t = TcpTransport::new();
             if let Some((min, max)) = received.port_range {
                 t = t.port_range(min, max);
+            }
+            // A fixed port (PLUGIN_SERVER_PORT) wins over the host's range.
+            if let Some(port) = settings.server_port {
+                t = t.port_range(port, port);
+            }
+            if let Some(host) = &settings.server_host {
+                // Validated as loopback by the settings.
+                let ip = if host.eq_ignore_ascii_case("localhost") {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse()
+                        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+                };
+                t = t.host(ip);
             }
             Ok(Arc::new(t))
         }
@@ -231,6 +272,10 @@ pub(crate) struct Prepared {
     pub(crate) service_names: Vec<String>,
     pub(crate) reflection: Vec<&'static [u8]>,
     pub(crate) ignore_sigint: bool,
+    /// `PLUGIN_SHUTDOWN_FILE_PATH`: a file whose appearance stops the plugin.
+    pub(crate) shutdown_file: Option<std::path::PathBuf>,
+    /// `PLUGIN_HEALTH_SERVICE_ENABLED`: serve `grpc.health.v1`.
+    pub(crate) health_service: bool,
     pub(crate) drain_timeout: Duration,
     pub(crate) capture_stderr: bool,
     pub(crate) broker: broker::PluginBroker,
@@ -239,6 +284,8 @@ pub(crate) struct Prepared {
     pub(crate) in_process: Option<Announce>,
     /// What plugin code sees of the server (state, counters, health).
     pub(crate) handle: crate::PluginHandle,
+    /// The plugin's instruments (feature `otel`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// Where a plugin served in-process hands its handshake line.

@@ -51,7 +51,7 @@ impl Prepared {
             self.tls.as_ref().map(|t| t.config.clone()),
             self.multiplex.clone(),
             self.server_settings,
-            &self.handle,
+            (&self.handle, &self.metrics),
             shutdown_rx,
         );
 
@@ -82,6 +82,7 @@ impl Prepared {
                 stop_tx,
                 self.ignore_sigint && !self.debug,
                 !self.debug,
+                self.shutdown_file.clone(),
                 signal,
             )?
         };
@@ -117,10 +118,12 @@ impl Prepared {
             add(self.limits, &self.layers, &mut routes);
         }
         let names = std::mem::take(&mut self.service_names);
-        routes.add_service(
-            HealthServer::new(health::HealthService::new(names, &self.handle))
-                .max_decoding_message_size(self.limits.max_receive_message_size),
-        );
+        if self.health_service {
+            routes.add_service(
+                HealthServer::new(health::HealthService::new(names, &self.handle))
+                    .max_decoding_message_size(self.limits.max_receive_message_size),
+            );
+        }
         routes.add_service(GrpcControllerServer::new(controller::Controller { stop }));
         routes.add_service(GrpcStdioServer::new(stdio::StdioService { hub: stdio_hub }));
         routes.add_service(self.broker.service());
@@ -189,7 +192,8 @@ fn grpc_server(
     tls: Option<Arc<ServerConfig>>,
     multiplex: Option<Arc<MuxRouter>>,
     settings: crate::layers::ServerSettings,
-    handle: &PluginHandle,
+    // What watches the server: the handle's counters, and the metrics.
+    (handle, metrics): (&PluginHandle, &crate::metrics::Metrics),
     shutdown: oneshot::Receiver<()>,
 ) -> ServerFuture {
     let incoming = match multiplex {
@@ -197,7 +201,9 @@ fn grpc_server(
         Some(router) => mux::main_incoming(listener, tls, router),
     };
     let tracker = handle.clone();
-    let incoming = incoming.map(move |accepted| accepted.map(|c| tracker.track(c)));
+    let connections = metrics.clone();
+    let incoming =
+        incoming.map(move |accepted| accepted.map(|c| tracker.track(c, connections.clone())));
     // Only a plugin that took a handle counts its calls: nothing per call otherwise.
     let call_stats = handle
         .call_stats()
@@ -208,6 +214,7 @@ fn grpc_server(
             .layer(request_layer())
             // Outside the panic layer: a panicking call counts as a failed one.
             .layer(tower::util::option_layer(call_stats))
+            .layer(tower::util::option_layer(metrics.layer()))
             .layer(crate::panic::CatchPanicLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, async {
@@ -218,7 +225,7 @@ fn grpc_server(
 
 /// The paths of the services every plugin serves, which a status does not count
 /// as the plugin's own calls.
-const BUILT_IN_SERVICES: &[&str] = &[
+pub(crate) const BUILT_IN_SERVICES: &[&str] = &[
     "/grpc.health.v1.Health/",
     "/plugin.GRPCController/",
     "/plugin.GRPCStdio/",

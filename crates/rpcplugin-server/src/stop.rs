@@ -20,6 +20,8 @@ pub enum StopReason {
     HostGone,
     /// The future given to [`Builder::serve_with_shutdown`](crate::Builder::serve_with_shutdown) completed.
     Requested,
+    /// The file named by `PLUGIN_SHUTDOWN_FILE_PATH` appeared (and was removed).
+    ShutdownFile,
 }
 
 /// SIGTERM, SIGINT (unless ignored), the host going away, and the caller's signal
@@ -28,6 +30,7 @@ pub(crate) fn spawn_stop_sources(
     stop: mpsc::Sender<StopReason>,
     ignore_sigint: bool,
     watch_parent: bool,
+    shutdown_file: Option<std::path::PathBuf>,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal as unix_signal};
@@ -39,6 +42,7 @@ pub(crate) fn spawn_stop_sources(
     let parent = std::os::unix::process::parent_id();
     Ok(tokio::spawn(async move {
         let mut interrupts = 0u32;
+        let mut ticks = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut signal = std::pin::pin!(signal);
         let reason = loop {
@@ -58,6 +62,17 @@ pub(crate) fn spawn_stop_sources(
                     // parents (a container's init started us on purpose).
                     if watch_parent && parent != 1 && std::os::unix::process::parent_id() != parent {
                         break StopReason::HostGone;
+                    }
+                    // pyvider-rpcplugin's shutdown file, looked for every second.
+                    ticks += 1;
+                    if let Some(path) = shutdown_file.as_deref().filter(|_| ticks.is_multiple_of(5))
+                        && path.exists()
+                    {
+                        if let Err(e) = std::fs::remove_file(path) {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot remove the shutdown file");
+                        }
+                        tracing::info!(path = %path.display(), "shutdown file found; stopping");
+                        break StopReason::ShutdownFile;
                     }
                 }
                 () = &mut signal => break StopReason::Requested,

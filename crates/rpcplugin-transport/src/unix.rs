@@ -49,6 +49,7 @@ const PRIVATE_SOCKET_NAME: &str = "plugin.sock";
 #[derive(Debug, Clone, Default)]
 pub struct UnixTransport {
     dir: Option<PathBuf>,
+    path: Option<PathBuf>,
     group: Option<String>,
 }
 
@@ -67,6 +68,17 @@ impl UnixTransport {
         self
     }
 
+    /// Binds exactly `path` (pyvider-rpcplugin's `PLUGIN_SERVER_UNIX_SOCKET_PATH`)
+    /// instead of a generated name; wins over [`dir`](Self::dir). A stale socket
+    /// there (nobody listening) is replaced; a live one is `transport.address_in_use`.
+    /// The socket is made `0600` (or `0660`) just after it is bound: keep its
+    /// directory private to the user, since for that moment the umask decides.
+    #[must_use]
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
     /// Gives sockets (and a private directory, if one is made) to `group`, a group
     /// name or a numeric gid (typically `PLUGIN_UNIX_SOCKET_GROUP`). An empty
     /// string means no group, as in go-plugin.
@@ -79,6 +91,10 @@ impl UnixTransport {
     async fn bind_unix(&self) -> Result<Listener> {
         // Resolve the group before creating anything, so a typo leaves no debris.
         let gid = socket_dir::resolve_optional_group(self.group.as_deref())?;
+        if let Some(path) = &self.path {
+            let (listener, socket) = bind_socket(path, gid).await?;
+            return Ok(Listener::unix(listener, socket, None));
+        }
         match &self.dir {
             None => {
                 let dir = SocketDir::create_with(None, gid, 0o710)?;
