@@ -46,8 +46,17 @@ pub(crate) fn render(root: &Path) -> Result<String> {
          2. a config file: `PLUGIN_CONFIG_FILE`, or `.config_file(path)` on the server or client\n   \
          builder (TOML, YAML or JSON by extension, with the keys below);\n\
          3. environment variables: `PLUGIN_` + the key in capitals;\n\
-         4. values set in code on the builders (`.handshake(..)`, `.transports(..)`,\n   \
-         `.handshake_timeout(..)`...).\n\n\
+         4. values set in code on the builders: typed methods (`.handshake_timeout(..)`,\n   \
+         `.port_range(..)`, `.retry_start(..)`...) or any key with `.config(KEY, VALUE)`, by\n   \
+         its key, its variable or a pyvider-rpcplugin name, as pyvider's `config=` dict.\n\n\
+         `effective_settings()` on either builder (and `rpcplugin_config::Settings::resolve`)\n\
+         gives every value with where it came from: the default, the file and line, the\n\
+         variable, or code.\n\n\
+         Start-up retries (`client_retry_*`) are off by default, as in go-plugin, where\n\
+         pyvider-rpcplugin retries three times: most start failures (a crash at start, a bad\n\
+         handshake) repeat, and retrying them makes a broken plugin take several times longer\n\
+         to report. Turn them on for plugins that can fail for passing reasons (a busy machine,\n\
+         a port taken); refusals that a retry cannot change are never retried.\n\n\
          A bad value is refused with an error that names the key, where it came from (the\n\
          variable, or the file and line) and what was expected. An unknown `PLUGIN_*` variable\n\
          is a warning that suggests the setting it was probably meant to be; an unknown key in a\n\
