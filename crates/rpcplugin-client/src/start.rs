@@ -109,12 +109,13 @@ fn with_attempts(last: Error, earlier: Vec<Error>, why: Option<String>) -> Error
     if let Some(why) = why {
         message.push_str(&format!("; {why}"));
     }
-    let hint = last.hint().map(str::to_owned);
+    // The last error's message is in this one already: as a source it would be
+    // printed twice.
     let mut err = Error::new(last.code(), message);
-    if let Some(hint) = hint {
-        err = err.with_hint(hint);
+    if let Some(hint) = last.hint() {
+        err = err.with_hint(hint.to_owned());
     }
-    err.with_source(last)
+    err
 }
 
 /// One launch: verify, spawn, handshake, connect, health.
