@@ -1,28 +1,30 @@
-//! `rpcplugin`: the project's command line. Its one command, `bench`, is the load
-//! generator of the interop contract (shared design INTEROP.md, "The load
-//! generator"): it launches any go-plugin compatible plugin serving
+//! `rpcplugin`: the project's command line, parsed with clap (src/args.rs).
+//!
+//! `bench` is the load generator of the interop contract (shared design INTEROP.md,
+//! "The load generator"): it launches any go-plugin compatible plugin serving
 //! `bench.v1.Bench` (rpcplugin's, go-plugin's, pyvider's), measures launch to first
 //! call, drives `Echo` (or `Download`) from concurrent tasks over one connection, and
-//! prints a table plus one machine line, `RESULT {json}`.
+//! prints a table plus one machine line, `RESULT {json}`. `completions SHELL` prints
+//! a completion script.
 //!
 //! ```text
 //! rpcplugin bench --seconds 5 --concurrency 32 --size 1024 -- ./target/release/examples/kv_plugin
 //! rpcplugin bench --mode download --size 64KiB -- go-bench-plugin
 //! ```
 //!
-//! Exit status: 0 when every call succeeded and the plugin stopped, 1 when the plugin
-//! could not be started or measured or a call failed, 2 for a bad command line. A
-//! run with failed calls still prints its table and RESULT line (with the failures
-//! per gRPC code and how fast they came back) before exiting 1, so a run meant to
-//! fail some calls, as against a rate-limited plugin, reads RESULT and ignores the
-//! status.
+//! Exit status: 0 when the command worked, 1 when the plugin could not be started or
+//! measured or a call failed, 2 for a bad command line. A bench run with failed calls
+//! still prints its table and RESULT line (with the failures per gRPC code and how
+//! fast they came back) before exiting 1, so a run meant to fail some calls, as
+//! against a rate-limited plugin, reads RESULT and ignores the status.
 
 mod args;
 mod bench;
 mod procstat;
 mod report;
 
-use args::{BenchOptions, Command};
+use args::{BenchOptions, Cli, Command};
+use clap::{CommandFactory as _, Parser as _};
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -30,23 +32,43 @@ use std::process::ExitCode;
 const USAGE_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
-    let command = match args::parse(std::env::args_os().skip(1)) {
-        Ok(command) => command,
-        Err(err) => {
-            eprintln!("{err}");
-            return ExitCode::from(USAGE_ERROR);
-        }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return refused(&err),
     };
-    match command {
-        Command::Help(text) => {
-            print!("{text}");
+    match cli.command {
+        Command::Bench(bench) => match bench.into_options() {
+            Ok(opts) => run_bench(&opts),
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::from(USAGE_ERROR)
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rpcplugin",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
-        Command::Version => {
-            println!("rpcplugin {}", env!("CARGO_PKG_VERSION"));
+    }
+}
+
+/// A command line clap did not run: `--help` and `--version` go to stdout with
+/// status 0, mistakes to stderr with status 2.
+fn refused(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
             ExitCode::SUCCESS
         }
-        Command::Bench(opts) => run_bench(&opts),
+        _ => {
+            eprintln!("{}", args::render_clap_error(err).trim_end());
+            ExitCode::from(USAGE_ERROR)
+        }
     }
 }
 

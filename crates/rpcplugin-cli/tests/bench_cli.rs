@@ -207,7 +207,7 @@ fn help_prints_usage() {
     let out = rpcplugin(&["bench", "--help"], Duration::from_secs(10));
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("--concurrency C"), "{stdout}");
+    assert!(stdout.contains("--concurrency <C>"), "{stdout}");
     let out = rpcplugin(&["--help"], Duration::from_secs(10));
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("rpcplugin bench"));
