@@ -8,6 +8,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use rpcplugin_config::units::{parse_duration, parse_size as parse_bytes};
+use rpcplugin_handshake::ReattachConfig;
 use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
@@ -49,6 +50,19 @@ pub(crate) enum Command {
         after_help = BENCH_AFTER_HELP
     )]
     Bench(BenchArgs),
+    /// Start a plugin and report what it announces, serves and how it stops.
+    #[command(
+        long_about = "Start a plugin (or attach to one with --reattach), answer its magic \
+                      cookie, and report its handshake, TLS certificate, health, the \
+                      services its gRPC reflection lists, whether it serves GRPCStdio \
+                      and the broker, how long each start phase took, how it stopped and \
+                      the tail of its stderr. Exit 0 when the plugin started and \
+                      answered, 1 otherwise.",
+        after_help = "Examples:\n  rpcplugin probe -- ./kv_plugin\n  \
+                      rpcplugin probe --automtls --json -- ./kv_plugin\n  \
+                      rpcplugin probe --terraform -- ./terraform-provider-rpcplugin"
+    )]
+    Probe(ProbeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Example:\n  rpcplugin completions bash > ~/.local/share/bash-completion/completions/rpcplugin"
@@ -111,6 +125,152 @@ pub(crate) struct BenchArgs {
     /// not an option).
     #[arg(value_name = "PLUGIN_COMMAND", trailing_var_arg = true)]
     command: Vec<OsString>,
+}
+
+/// How to start (or attach to) the plugin: the flags every command that runs a plugin
+/// takes, with the same meaning everywhere.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LaunchArgs {
+    /// The plugin's magic cookie [default: BASIC_PLUGIN=hello].
+    #[arg(long, value_name = "KEY=VALUE", value_parser = cookie)]
+    pub(crate) cookie: Option<(String, String)>,
+    /// A Terraform provider: Terraform's magic cookie and protocol versions 5,6.
+    #[arg(long, conflicts_with = "cookie")]
+    pub(crate) terraform: bool,
+    /// The app protocol versions the host offers, comma-separated [default: 1, or 5,6
+    /// with --terraform].
+    #[arg(long, value_name = "LIST", value_parser = versions)]
+    pub(crate) protocol_versions: Option<Versions>,
+    /// Ask for AutoMTLS: the host sends a certificate and pins the plugin's.
+    #[arg(long, conflicts_with = "plaintext")]
+    pub(crate) automtls: bool,
+    /// Plaintext gRPC (the default, so that plugins without TLS can be checked).
+    #[arg(long)]
+    pub(crate) plaintext: bool,
+    /// A variable for the plugin's environment; repeat for more.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = env_var)]
+    pub(crate) env: Vec<(String, String)>,
+    /// How long to wait for the handshake, and for each call.
+    #[arg(long, value_name = "DURATION", value_parser = timeout, default_value = "10s")]
+    pub(crate) timeout: Duration,
+    /// Attach to a running plugin instead of starting one: the reattach JSON it printed
+    /// in debug mode. The plugin is left running.
+    #[arg(long, value_name = "JSON", value_parser = reattach, conflicts_with = "command")]
+    pub(crate) reattach: Option<ReattachConfig>,
+    /// The plugin and its arguments, after `--` (or from the first argument that is
+    /// not an option).
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// The magic cookie of Terraform providers (terraform-plugin-go's handshake).
+pub(crate) const TERRAFORM_COOKIE: (&str, &str) = (
+    "TF_PLUGIN_MAGIC_COOKIE",
+    "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2",
+);
+
+/// What to start: a command, or a running plugin to attach to.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// Start this program with these arguments.
+    Command(OsString, Vec<OsString>),
+    /// Attach to this running plugin.
+    Reattach(ReattachConfig),
+}
+
+impl LaunchArgs {
+    /// The cookie the host presents.
+    pub(crate) fn cookie(&self) -> (String, String) {
+        if self.terraform {
+            return (TERRAFORM_COOKIE.0.to_owned(), TERRAFORM_COOKIE.1.to_owned());
+        }
+        self.cookie
+            .clone()
+            .unwrap_or_else(|| ("BASIC_PLUGIN".to_owned(), "hello".to_owned()))
+    }
+
+    /// The app protocol versions the host offers.
+    pub(crate) fn versions(&self) -> Vec<u32> {
+        match (&self.protocol_versions, self.terraform) {
+            (Some(Versions(list)), _) => list.clone(),
+            (None, true) => vec![5, 6],
+            (None, false) => vec![1],
+        }
+    }
+
+    /// What to start or attach to; `example` is the command for the hint.
+    pub(crate) fn target(&self, example: &str) -> Result<Target, UsageError> {
+        if let Some(config) = &self.reattach {
+            return Ok(Target::Reattach(config.clone()));
+        }
+        let (program, args) =
+            split_command(self.command.clone(), example).map_err(|err| UsageError {
+                hint: format!(
+                    "{}, or attach to a running one with --reattach JSON",
+                    err.hint
+                ),
+                ..err
+            })?;
+        Ok(Target::Command(program, args))
+    }
+}
+
+/// A list of app protocol versions (`--protocol-versions 5,6`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Versions(pub(crate) Vec<u32>);
+
+fn versions(value: &str) -> Result<Versions, UsageError> {
+    let parsed: Option<Vec<u32>> = value
+        .split(',')
+        .map(|v| v.trim().parse::<u32>().ok().filter(|&n| n > 0))
+        .collect();
+    match parsed {
+        Some(list) if !list.is_empty() => Ok(Versions(list)),
+        _ => Err(UsageError::new(
+            format!(
+                "--protocol-versions must be positive integers separated by commas, got {value:?}"
+            ),
+            "for example --protocol-versions 1 or --protocol-versions 5,6",
+        )),
+    }
+}
+
+fn env_var(value: &str) -> Result<(String, String), UsageError> {
+    match value.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !key.contains('\0') && !value.contains('\0') => {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => Err(UsageError::new(
+            format!("--env must be KEY=VALUE, got {value:?}"),
+            "for example --env RUST_LOG=debug (repeat --env for more variables)",
+        )),
+    }
+}
+
+fn timeout(value: &str) -> Result<Duration, UsageError> {
+    parse_seconds("timeout", value, false)
+}
+
+fn reattach(value: &str) -> Result<ReattachConfig, UsageError> {
+    ReattachConfig::from_json(value).map_err(|err| {
+        UsageError::new(
+            format!("--reattach: {}", err.message()),
+            err.hint()
+                .unwrap_or("pass the JSON line the plugin printed in debug mode")
+                .to_owned(),
+        )
+    })
+}
+
+/// `rpcplugin probe`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// How to start the plugin.
+    #[command(flatten)]
+    pub(crate) launch: LaunchArgs,
+    /// Print one JSON object on stdout instead of the report.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Which `bench.v1.Bench` method the load generator drives.
@@ -553,6 +713,103 @@ mod tests {
         // `benchmark` is close enough to `bench` for clap to suggest it.
         let err = error(&["benchmark"]);
         assert!(err.contains("'bench'"), "{err}");
+    }
+
+    fn probe(args: &[&str]) -> ProbeArgs {
+        let mut all = vec!["probe"];
+        all.extend_from_slice(args);
+        match parse(all) {
+            Ok(Cli {
+                command: Command::Probe(probe),
+            }) => probe,
+            other => panic!("expected probe options for {args:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn launch_flags_have_go_plugin_defaults() {
+        let p = probe(&["--", "./kv_plugin", "-v"]);
+        assert_eq!(p.launch.cookie(), ("BASIC_PLUGIN".into(), "hello".into()));
+        assert_eq!(p.launch.versions(), [1]);
+        assert!(!p.launch.automtls);
+        assert_eq!(p.launch.timeout, Duration::from_secs(10));
+        assert!(!p.json);
+        match p.launch.target("probe").unwrap() {
+            Target::Command(program, args) => {
+                assert_eq!(program, "./kv_plugin");
+                assert_eq!(args, ["-v"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn terraform_sets_its_cookie_and_versions() {
+        let p = probe(&["--terraform", "--json", "--", "./provider"]);
+        assert_eq!(p.launch.cookie().0, "TF_PLUGIN_MAGIC_COOKIE");
+        assert_eq!(p.launch.versions(), [5, 6]);
+        assert!(p.json);
+        let p = probe(&[
+            "--terraform",
+            "--protocol-versions",
+            "6",
+            "--",
+            "./provider",
+        ]);
+        assert_eq!(p.launch.versions(), [6]);
+        let err = error(&["probe", "--terraform", "--cookie", "A=b", "--", "p"]);
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+
+    #[test]
+    fn launch_flags_are_read_and_checked() {
+        let p = probe(&[
+            "--automtls",
+            "--cookie",
+            "K=v",
+            "--env",
+            "A=1",
+            "--env=B=x=y",
+            "--timeout",
+            "500ms",
+            "--protocol-versions",
+            "2, 3",
+            "./p",
+        ]);
+        assert!(p.launch.automtls);
+        assert_eq!(p.launch.cookie(), ("K".into(), "v".into()));
+        assert_eq!(
+            p.launch.env,
+            [("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        assert_eq!(p.launch.timeout, Duration::from_millis(500));
+        assert_eq!(p.launch.versions(), [2, 3]);
+        let err = error(&["probe", "--automtls", "--plaintext", "--", "p"]);
+        assert!(err.contains("cannot be used with"), "{err}");
+        let err = error(&["probe", "--protocol-versions", "1,x", "--", "p"]);
+        assert!(
+            err.contains("--protocol-versions must be positive integers"),
+            "{err}"
+        );
+        let err = error(&["probe", "--env", "NOVALUE", "--", "p"]);
+        assert!(err.contains("--env must be KEY=VALUE"), "{err}");
+        let err = error(&["probe", "--reattach", "{}", "--", "p"]);
+        assert!(err.contains("--reattach"), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+        let p = probe(&[]);
+        let err = p.launch.target("probe").unwrap_err();
+        assert_eq!(err.message, "no plugin command given");
+        assert!(err.hint.contains("--reattach"), "{}", err.hint);
+    }
+
+    #[test]
+    fn reattach_replaces_the_command() {
+        let json = r#"{"Protocol":"grpc","ProtocolVersion":1,"Pid":42,"Addr":{"Network":"unix","String":"/tmp/x/plugin.sock"}}"#;
+        let p = probe(&["--reattach", json]);
+        match p.launch.target("probe").unwrap() {
+            Target::Reattach(config) => assert_eq!(config.pid, 42),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

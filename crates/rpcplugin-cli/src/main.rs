@@ -20,7 +20,10 @@
 
 mod args;
 mod bench;
+mod launch;
+mod probe;
 mod procstat;
+mod reflect;
 mod report;
 
 use args::{BenchOptions, Cli, Command};
@@ -44,6 +47,13 @@ fn main() -> ExitCode {
                 ExitCode::from(USAGE_ERROR)
             }
         },
+        Command::Probe(args) => {
+            let target = match args.launch.target("probe") {
+                Ok(target) => target,
+                Err(err) => return usage(&err),
+            };
+            run_probe(&args, &target)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -53,6 +63,63 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// A command line that parsed but cannot be run.
+fn usage(err: &args::UsageError) -> ExitCode {
+    eprintln!("{err}");
+    ExitCode::from(USAGE_ERROR)
+}
+
+/// The runtime of a command that talks to one plugin: one thread is plenty.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        })
+}
+
+fn run_probe(args: &args::ProbeArgs, target: &args::Target) -> ExitCode {
+    init_logging();
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let report = runtime.block_on(probe::run(args, target));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("the report is plain data")
+        );
+    } else {
+        print!("{}", probe::render(&report));
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A gRPC status as a person reads it: `NOT_FOUND: no such key`.
+pub(crate) fn status_text(status: &tonic::Status) -> String {
+    let code = format!("{:?}", status.code());
+    // tonic's Debug names are CamelCase; gRPC's are SCREAMING_SNAKE.
+    let mut name = String::new();
+    for (i, c) in code.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    if status.message().is_empty() {
+        name
+    } else {
+        format!("{name}: {}", status.message())
     }
 }
 

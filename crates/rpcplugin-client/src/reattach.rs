@@ -256,6 +256,7 @@ impl AttachBuilder {
             attached: true,
             started: std::time::Instant::now(),
             calls: Default::default(),
+            timings: None,
         })
     }
 }

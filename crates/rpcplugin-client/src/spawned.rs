@@ -184,6 +184,7 @@ impl Spawned {
             attached: false,
             started: std::time::Instant::now(),
             calls: Default::default(),
+            timings: None,
             name,
         }
     }
