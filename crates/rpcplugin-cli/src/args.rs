@@ -11,6 +11,7 @@ use rpcplugin_config::units::{parse_duration, parse_size as parse_bytes};
 use rpcplugin_handshake::ReattachConfig;
 use std::ffi::OsString;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// `rpcplugin`: tools for go-plugin compatible gRPC plugins.
@@ -63,6 +64,9 @@ pub(crate) enum Command {
                       rpcplugin probe --terraform -- ./terraform-provider-rpcplugin"
     )]
     Probe(ProbeArgs),
+    /// Make, inspect and verify certificates for configured mutual TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Example:\n  rpcplugin completions bash > ~/.local/share/bash-completion/completions/rpcplugin"
@@ -271,6 +275,116 @@ pub(crate) struct ProbeArgs {
     /// Print one JSON object on stdout instead of the report.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `rpcplugin certs` commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertsCommand {
+    /// Make a certificate authority: DIR/ca.pem and DIR/ca-key.pem.
+    #[command(after_help = "Example:\n  rpcplugin certs ca --out pki")]
+    Ca(CaArgs),
+    /// Issue a plugin (--server) or host (--client) certificate from a CA made by
+    /// `certs ca`: DIR/NAME.pem and DIR/NAME-key.pem, and the variables that use them.
+    #[command(
+        after_help = "Examples:\n  rpcplugin certs issue --ca pki --name kv-plugin --server --out pki\n  \
+                            rpcplugin certs issue --ca pki --name host --client --out pki"
+    )]
+    Issue(IssueArgs),
+    /// Show what certificates say: subject, SANs, key type, validity, days left,
+    /// SHA-256 fingerprint.
+    Inspect(InspectArgs),
+    /// Check that a certificate chains to a CA (with the intermediates that follow
+    /// it in its file), and is valid now.
+    #[command(after_help = "Example:\n  rpcplugin certs verify --ca pki/ca.pem pki/kv-plugin.pem")]
+    Verify(VerifyArgs),
+}
+
+/// Key types a generated certificate can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum KeyArg {
+    /// ECDSA P-256 (accepted everywhere).
+    P256,
+    /// ECDSA P-384.
+    P384,
+    /// ECDSA P-521 (what go-plugin's AutoMTLS uses).
+    P521,
+    /// Ed25519.
+    Ed25519,
+}
+
+/// `certs ca`.
+#[derive(Debug, Args)]
+pub(crate) struct CaArgs {
+    /// The directory to write to (made if missing; existing files are never overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+    /// The CA's common name.
+    #[arg(long, default_value = "rpcplugin CA")]
+    pub(crate) name: String,
+    /// The key type.
+    #[arg(long, value_enum, default_value = "p256")]
+    pub(crate) key: KeyArg,
+    /// Days of validity [default: 365].
+    #[arg(long, value_parser = days)]
+    pub(crate) days: Option<u32>,
+}
+
+/// `certs issue`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("role").required(true).args(["server", "client"])))]
+pub(crate) struct IssueArgs {
+    /// The directory of the CA (its ca.pem and ca-key.pem).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) ca: PathBuf,
+    /// The certificate's name: its common name and first SAN (a DNS name or an IP
+    /// address; localhost and the loopback addresses are added), and its file names.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// A plugin's certificate (serverAuth).
+    #[arg(long)]
+    pub(crate) server: bool,
+    /// A host's certificate (clientAuth).
+    #[arg(long)]
+    pub(crate) client: bool,
+    /// The directory to write to (made if missing; existing files are never overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+    /// The key type.
+    #[arg(long, value_enum, default_value = "p256")]
+    pub(crate) key: KeyArg,
+    /// Days of validity [default: 30].
+    #[arg(long, value_parser = days)]
+    pub(crate) days: Option<u32>,
+}
+
+/// `certs inspect`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// A PEM (or DER) file with one or more certificates.
+    pub(crate) file: PathBuf,
+    /// Print a JSON array, one object per certificate.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `certs verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The trusted CA certificate(s).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: PathBuf,
+    /// The certificate, followed in the same file by any intermediates.
+    pub(crate) cert: PathBuf,
+}
+
+fn days(value: &str) -> Result<u32, UsageError> {
+    match value.trim().parse::<u32>() {
+        Ok(n) if (1..=36_500).contains(&n) => Ok(n),
+        _ => Err(UsageError::new(
+            format!("--days must be a whole number of days from 1 to 36500, got {value:?}"),
+            "for example --days 90",
+        )),
+    }
 }
 
 /// Which `bench.v1.Bench` method the load generator drives.

@@ -20,6 +20,7 @@
 
 mod args;
 mod bench;
+mod certs;
 mod launch;
 mod probe;
 mod procstat;
@@ -54,6 +55,16 @@ fn main() -> ExitCode {
             };
             run_probe(&args, &target)
         }
+        Command::Certs(command) => match certs::run(&command) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(text) => {
+                eprintln!("{text}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -43,7 +43,10 @@ pub(crate) struct Report {
     pub(crate) protocol: Option<String>,
     /// Whether it announced go-plugin 1.6's multiplexing.
     pub(crate) multiplex: Option<bool>,
-    /// The server certificate it announced (AutoMTLS); null in plaintext.
+    /// Whether the connection runs mutual TLS (AutoMTLS or configured certificates).
+    pub(crate) mutual_tls: Option<bool>,
+    /// The server certificate it announced in its handshake (AutoMTLS, and
+    /// configured certificates when the plugin announces them); null otherwise.
     pub(crate) tls: Option<TlsReport>,
     /// The health of service `"plugin"` (`SERVING`, ...) or `unimplemented`.
     pub(crate) health: Option<String>,
@@ -136,6 +139,7 @@ impl Report {
             address: None,
             protocol: None,
             multiplex: None,
+            mutual_tls: None,
             tls: None,
             health: None,
             services: None,
@@ -219,6 +223,7 @@ fn describe_handshake(report: &mut Report, plugin: &PluginClient) {
     report.address = Some(line.endpoint.to_string());
     report.protocol = Some(line.protocol.as_str().to_owned());
     report.multiplex = Some(line.multiplex);
+    report.mutual_tls = Some(plugin.is_tls());
     report.tls = line.server_cert.as_deref().map(tls_report);
 }
 

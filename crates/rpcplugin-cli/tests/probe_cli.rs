@@ -40,6 +40,7 @@ fn probes_the_kv_plugin_in_plaintext() {
     assert_eq!(report["protocol"], "grpc");
     assert_eq!(report["multiplex"], false);
     assert!(report["tls"].is_null(), "{report}");
+    assert_eq!(report["mutual_tls"], false);
     assert_eq!(report["health"], "SERVING");
     assert_eq!(methods(&report, "proto.KV"), ["Get", "Put"]);
     assert_eq!(report["reflection"], "grpc.reflection.v1");
