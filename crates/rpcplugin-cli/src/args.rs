@@ -64,6 +64,20 @@ pub(crate) enum Command {
                       rpcplugin probe --terraform -- ./terraform-provider-rpcplugin"
     )]
     Probe(ProbeArgs),
+    /// Call a plugin's methods with JSON in and JSON out (one response per line).
+    #[command(
+        long_about = "Start a plugin and make unary or server-streaming calls, in order, on \
+                      that one launch: each --method with the --data of the same rank \
+                      (JSON, or @FILE). Message types come from the plugin's gRPC \
+                      reflection, or from --proto files compiled here (no protoc). Each \
+                      response is printed as one line of JSON; a failing call prints its \
+                      gRPC status and exits 1.",
+        after_help = "Examples:\n  \
+            rpcplugin call --method proto.KV/Put --data '{\"key\":\"a\",\"value\":\"aGk=\"}' \\\n      \
+            --method proto.KV/Get --data '{\"key\":\"a\"}' -- ./kv_plugin\n  \
+            rpcplugin call --proto kv.proto --method proto.KV/Get --data @get.json -- ./kv-go-plugin"
+    )]
+    Call(CallArgs),
     /// Make, inspect and verify certificates for configured mutual TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -275,6 +289,79 @@ pub(crate) struct ProbeArgs {
     /// Print one JSON object on stdout instead of the report.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `rpcplugin call`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// How to start the plugin.
+    #[command(flatten)]
+    pub(crate) launch: LaunchArgs,
+    /// A method to call, SERVICE/METHOD (e.g. proto.KV/Get); repeat for more calls,
+    /// made in order.
+    #[arg(long, value_name = "SERVICE/METHOD", required = true, value_parser = method)]
+    pub(crate) method: Vec<(String, String)>,
+    /// The request of the --method of the same rank, as JSON, or @FILE to read it from
+    /// a file (@- reads stdin) [default: {}].
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub(crate) data: Vec<String>,
+    /// A .proto file describing the services, compiled here: for plugins that serve
+    /// no reflection. Repeat for more files.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) proto: Vec<PathBuf>,
+    /// A directory the --proto files' imports are relative to (each file's own
+    /// directory is one already).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) import_path: Vec<PathBuf>,
+}
+
+impl CallArgs {
+    /// The calls, each method with its JSON text (`{}` without one; `@FILE` read).
+    pub(crate) fn requests(&self) -> Result<Vec<crate::call::Request>, UsageError> {
+        if self.data.len() > self.method.len() {
+            return Err(UsageError::new(
+                format!(
+                    "{} --data for {} --method",
+                    self.data.len(),
+                    self.method.len()
+                ),
+                "give each --method its --data, in the same order",
+            ));
+        }
+        self.method
+            .iter()
+            .enumerate()
+            .map(|(i, (service, method))| {
+                let json = match self.data.get(i) {
+                    Some(value) => crate::call::read_data(value).map_err(|text| UsageError {
+                        message: text
+                            .trim_start_matches("error: ")
+                            .split("\n  hint: ")
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        hint: "give the path of a file holding the request as JSON, or the JSON itself".into(),
+                    })?,
+                    None => "{}".to_owned(),
+                };
+                Ok(crate::call::Request {
+                    service: service.clone(),
+                    method: method.clone(),
+                    json,
+                })
+            })
+            .collect()
+    }
+}
+
+fn method(value: &str) -> Result<(String, String), UsageError> {
+    crate::call::split_method(value).ok_or_else(|| {
+        UsageError::new(
+            format!("--method must be SERVICE/METHOD, got {value:?}"),
+            "use the full service name and the method, e.g. --method proto.KV/Get \
+             (`rpcplugin probe` lists them)",
+        )
+    })
 }
 
 /// `rpcplugin certs` commands.
@@ -924,6 +1011,60 @@ mod tests {
             Target::Reattach(config) => assert_eq!(config.pid, 42),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn calls_pair_methods_with_their_data() {
+        let call = |args: &[&str]| match parse(["call"].iter().chain(args).copied()) {
+            Ok(Cli {
+                command: Command::Call(call),
+            }) => call,
+            other => panic!("expected call options for {args:?}, got {other:?}"),
+        };
+        let c = call(&[
+            "--method",
+            "proto.KV/Put",
+            "--data",
+            r#"{"key":"a"}"#,
+            "--method",
+            "proto.KV.Get",
+            "--proto",
+            "kv.proto",
+            "--",
+            "./p",
+        ]);
+        let requests = c.requests().unwrap();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(
+            (requests[0].service.as_str(), requests[0].method.as_str()),
+            ("proto.KV", "Put")
+        );
+        assert_eq!(requests[0].json, r#"{"key":"a"}"#);
+        assert_eq!(requests[1].method, "Get");
+        assert_eq!(requests[1].json, "{}");
+        assert_eq!(c.proto, [PathBuf::from("kv.proto")]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("get.json");
+        std::fs::write(&file, r#"{"key":"from a file"}"#).unwrap();
+        let data = format!("@{}", file.display());
+        let c = call(&["--method", "proto.KV/Get", "--data", &data, "./p"]);
+        assert_eq!(c.requests().unwrap()[0].json, r#"{"key":"from a file"}"#);
+
+        let c = call(&["--method", "a.B/C", "--data", "@/nonexistent/x.json", "./p"]);
+        let err = c.requests().unwrap_err();
+        assert!(
+            err.message
+                .starts_with("cannot read --data @/nonexistent/x.json"),
+            "{}",
+            err.message
+        );
+        let c = call(&["--method", "a.B/C", "--data", "{}", "--data", "{}", "./p"]);
+        assert_eq!(c.requests().unwrap_err().message, "2 --data for 1 --method");
+        let err = error(&["call", "--method", "Get", "--", "p"]);
+        assert!(err.contains("--method must be SERVICE/METHOD"), "{err}");
+        let err = error(&["call", "--", "p"]);
+        assert!(err.contains("--method <SERVICE/METHOD>"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 mod args;
 mod bench;
+mod call;
 mod certs;
 mod launch;
 mod probe;
@@ -54,6 +55,28 @@ fn main() -> ExitCode {
                 Err(err) => return usage(&err),
             };
             run_probe(&args, &target)
+        }
+        Command::Call(args) => {
+            let prepared = args
+                .launch
+                .target("call --method proto.KV/Get")
+                .and_then(|target| Ok((target, args.requests()?)));
+            let (target, requests) = match prepared {
+                Ok(prepared) => prepared,
+                Err(err) => return usage(&err),
+            };
+            init_logging();
+            let runtime = match runtime() {
+                Ok(runtime) => runtime,
+                Err(code) => return code,
+            };
+            match runtime.block_on(call::run(&args, &target, &requests)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(text) => {
+                    eprintln!("{text}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Certs(command) => match certs::run(&command) {
             Ok(text) => {
