@@ -78,6 +78,18 @@ pub(crate) enum Command {
             rpcplugin call --proto kv.proto --method proto.KV/Get --data @get.json -- ./kv-go-plugin"
     )]
     Call(CallArgs),
+    /// Hold a plugin, in any language, against go-plugin's protocol: one line per check.
+    #[command(
+        long_about = "Start the plugin several times as a strict go-plugin host would \
+                      (without its cookie, plaintext, with SIGTERM, with AutoMTLS, on \
+                      TCP) and check each rule of the protocol: PASS, FAIL (with the \
+                      rule) or WARN (an optional part missing, as in old go-plugin). \
+                      Exit 0 when nothing failed. --plaintext leaves out the TLS checks; \
+                      --reattach cannot be used (the plugin is started many times).",
+        after_help = "Examples:\n  rpcplugin conformance -- ./kv_plugin\n  \
+                      rpcplugin conformance --json --terraform -- ./terraform-provider-rpcplugin"
+    )]
+    Conformance(ConformanceArgs),
     /// Make, inspect and verify certificates for configured mutual TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -362,6 +374,17 @@ fn method(value: &str) -> Result<(String, String), UsageError> {
              (`rpcplugin probe` lists them)",
         )
     })
+}
+
+/// `rpcplugin conformance`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct ConformanceArgs {
+    /// How to start the plugin.
+    #[command(flatten)]
+    pub(crate) launch: LaunchArgs,
+    /// Print one JSON object (every check, and the counts) instead of the list.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `rpcplugin certs` commands.

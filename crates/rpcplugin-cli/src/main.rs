@@ -22,6 +22,7 @@ mod args;
 mod bench;
 mod call;
 mod certs;
+mod conformance;
 mod launch;
 mod probe;
 mod procstat;
@@ -76,6 +77,37 @@ fn main() -> ExitCode {
                     eprintln!("{text}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Conformance(args) => {
+            let (program, plugin_args) = match args.launch.target("conformance") {
+                Ok(args::Target::Command(program, plugin_args)) => (program, plugin_args),
+                Ok(args::Target::Reattach(_)) => {
+                    return usage(&args::UsageError::new(
+                        "conformance cannot attach to a running plugin",
+                        "it starts the plugin several times: give its command after `--`",
+                    ));
+                }
+                Err(err) => return usage(&err),
+            };
+            init_logging();
+            let runtime = match runtime() {
+                Ok(runtime) => runtime,
+                Err(code) => return code,
+            };
+            let report = runtime.block_on(conformance::run(&args, &program, &plugin_args));
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("the report is plain data")
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Command::Certs(command) => match certs::run(&command) {

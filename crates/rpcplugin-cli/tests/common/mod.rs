@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const RPCPLUGIN: &str = env!("CARGO_BIN_EXE_rpcplugin");
+pub(crate) const RPCPLUGIN: &str = env!("CARGO_BIN_EXE_rpcplugin");
 
 /// target/<profile>, where this test's `rpcplugin` was built.
 fn profile_dir() -> &'static Path {
@@ -53,7 +53,7 @@ fn cargo_build(args: &[&str]) {
 }
 
 /// Builds example `name` of the root package and returns its path.
-pub fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     cargo_build(&["--example", name]);
     let path = profile_dir().join("examples").join(name);
     assert!(path.is_file(), "{} was not built", path.display());
@@ -61,12 +61,12 @@ pub fn example(name: &str) -> PathBuf {
 }
 
 /// `examples/kv_plugin.rs`: go-plugin's KV example and bench.v1.Bench.
-pub fn kv_plugin() -> PathBuf {
+pub(crate) fn kv_plugin() -> PathBuf {
     example("kv_plugin")
 }
 
 /// The Terraform provider of examples/terraform-provider-rpcplugin.
-pub fn terraform_provider() -> PathBuf {
+pub(crate) fn terraform_provider() -> PathBuf {
     cargo_build(&["--bin", "terraform-provider-rpcplugin"]);
     let path = profile_dir().join("terraform-provider-rpcplugin");
     assert!(path.is_file(), "{} was not built", path.display());
@@ -74,12 +74,12 @@ pub fn terraform_provider() -> PathBuf {
 }
 
 /// Runs `rpcplugin` with `args`, killing it if it takes longer than `limit`.
-pub fn rpcplugin(args: &[&str], limit: Duration) -> Output {
+pub(crate) fn rpcplugin(args: &[&str], limit: Duration) -> Output {
     rpcplugin_with_env(args, &[], limit)
 }
 
 /// [`rpcplugin`] with variables added to its environment (which the plugin inherits).
-pub fn rpcplugin_with_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
+pub(crate) fn rpcplugin_with_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
     let mut child = Command::new(RPCPLUGIN)
         .args(args)
         .envs(env.iter().copied())
@@ -105,7 +105,7 @@ pub fn rpcplugin_with_env(args: &[&str], env: &[(&str, &str)], limit: Duration) 
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
@@ -117,7 +117,7 @@ pub fn alive(pid: u32) -> bool {
 
 /// Waits up to two seconds for `pid` to be gone (a plugin's reaper may still be
 /// sending its SIGKILL), and says whether it is.
-pub fn gone_soon(pid: u32) -> bool {
+pub(crate) fn gone_soon(pid: u32) -> bool {
     let deadline = Instant::now() + Duration::from_secs(2);
     while alive(pid) {
         if Instant::now() > deadline {
@@ -129,7 +129,7 @@ pub fn gone_soon(pid: u32) -> bool {
 }
 
 /// A small shell script in `dir`, made executable: a plugin that misbehaves.
-pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+pub(crate) fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write the script");
@@ -139,7 +139,7 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// stdout and stderr, for assertion messages.
-pub fn outputs(out: &Output) -> String {
+pub(crate) fn outputs(out: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
         out.status,
@@ -149,7 +149,7 @@ pub fn outputs(out: &Output) -> String {
 }
 
 /// The one JSON object `--json` printed on stdout.
-pub fn json(out: &Output) -> serde_json::Value {
+pub(crate) fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e})\n{}", outputs(out)))
 }
