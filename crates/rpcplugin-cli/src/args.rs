@@ -90,6 +90,11 @@ pub(crate) enum Command {
                       rpcplugin conformance --json --terraform -- ./terraform-provider-rpcplugin"
     )]
     Conformance(ConformanceArgs),
+    /// Show the settings a host or plugin started here would use, and where each
+    /// comes from; flag unknown PLUGIN_* variables with their likely meaning.
+    #[command(after_help = "Examples:\n  rpcplugin config\n  \
+                            PLUGIN_HANDSHAKE_TIMEOUT=5s rpcplugin config --file plugin.toml --json")]
+    Config(ConfigArgs),
     /// Make, inspect and verify certificates for configured mutual TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -383,6 +388,17 @@ pub(crate) struct ConformanceArgs {
     #[command(flatten)]
     pub(crate) launch: LaunchArgs,
     /// Print one JSON object (every check, and the counts) instead of the list.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `rpcplugin config`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct ConfigArgs {
+    /// A config file (TOML, YAML or JSON) instead of the one PLUGIN_CONFIG_FILE names.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -22,6 +22,7 @@ mod args;
 mod bench;
 mod call;
 mod certs;
+mod config;
 mod conformance;
 mod launch;
 mod probe;
@@ -110,6 +111,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        // No log subscriber: the config layer's own warnings about unknown
+        // variables would repeat what the report lists.
+        Command::Config(args) => match config::run(&args) {
+            Ok(report) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&report).expect("the report is plain data")
+                    );
+                } else {
+                    print!("{}", config::render(&report));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(text) => {
+                eprintln!("{text}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Certs(command) => match certs::run(&command) {
             Ok(text) => {
                 print!("{text}");
