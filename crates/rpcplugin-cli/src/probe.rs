@@ -398,13 +398,14 @@ pub(crate) fn render(report: &Report) -> String {
             }
         ),
     );
-    match &report.tls {
-        None => row(&mut out, "tls", "none (plaintext)"),
-        Some(tls) => {
+    match (&report.tls, report.mutual_tls) {
+        (None, Some(true)) => row(&mut out, "tls", "mutual TLS (no certificate announced)"),
+        (None, _) => row(&mut out, "tls", "none (plaintext)"),
+        (Some(tls), _) => {
             row(
                 &mut out,
                 "tls",
-                &format!("{}, {}", tls.key_type, tls.subject),
+                &format!("mutual TLS, {}, {}", tls.key_type, tls.subject),
             );
             row(&mut out, "", &format!("SANs {}", tls.sans.join(", ")));
             row(&mut out, "", &format!("valid until {}", tls.not_after));

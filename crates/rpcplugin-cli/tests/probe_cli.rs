@@ -80,7 +80,7 @@ fn probes_over_automtls_and_shows_the_certificate() {
     assert!(out.status.success(), "{}", outputs(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("tls           ECDSA P-256, CN=localhost"),
+        text.contains("tls           mutual TLS, ECDSA P-256, CN=localhost"),
         "{text}"
     );
     assert!(text.contains("SANs localhost, 127.0.0.1, ::1"), "{text}");
