@@ -25,8 +25,13 @@ use std::time::Duration;
                   answer its magic cookie, read its handshake and measure it.",
     after_help = concat!(
         "Examples:\n",
+        "  rpcplugin probe -- ./kv_plugin\n",
+        "  rpcplugin call --method proto.KV/Get --data '{\"key\":\"hello\"}' -- ./kv_plugin\n",
+        "  rpcplugin conformance -- ./my-go-plugin\n",
+        "  rpcplugin certs ca --out pki\n",
+        "  rpcplugin config\n",
         "  rpcplugin bench --seconds 5 --concurrency 32 -- ./kv_plugin\n",
-        "  rpcplugin completions bash > /etc/bash_completion.d/rpcplugin\n\n",
+        "  rpcplugin completions bash > ~/.local/share/bash-completion/completions/rpcplugin\n\n",
         "Exit status:\n",
         "  0  the command worked (the plugin started and answered, the call succeeded)\n",
         "  1  the plugin or a call failed (the error and its hint are on stderr)\n",
@@ -90,8 +95,8 @@ pub(crate) enum Command {
                       rpcplugin conformance --json --terraform -- ./terraform-provider-rpcplugin"
     )]
     Conformance(ConformanceArgs),
-    /// Show the settings a host or plugin started here would use, and where each
-    /// comes from; flag unknown PLUGIN_* variables with their likely meaning.
+    /// Show the effective settings, where each comes from, and unknown PLUGIN_*
+    /// variables with the setting they were likely meant to be.
     #[command(after_help = "Examples:\n  rpcplugin config\n  \
                             PLUGIN_HANDSHAKE_TIMEOUT=5s rpcplugin config --file plugin.toml --json")]
     Config(ConfigArgs),
