@@ -743,10 +743,10 @@ async fn sigterm(host: &Host<'_>, checks: &mut Checks) {
     };
     // Signal a plugin that serves, as a host would: one that answered its health
     // check (when it is plaintext) has finished starting, signal handlers included.
-    if let Some(line) = line.as_ref().filter(|l| l.server_cert.is_none()) {
-        if let Ok(channel) = dial(&line.endpoint, None, host.timeout).await {
-            let _ = health(&channel, host.timeout).await;
-        }
+    if let Some(line) = line.as_ref().filter(|l| l.server_cert.is_none())
+        && let Ok(channel) = dial(&line.endpoint, None, host.timeout).await
+    {
+        let _ = health(&channel, host.timeout).await;
     }
     raw.signal(nix::sys::signal::Signal::SIGTERM);
     let status = raw.wait(host.timeout).await;
