@@ -387,3 +387,40 @@ async fn reflection_lists_the_services_and_describes_them() {
     assert!(bench.source_code_info.is_none(), "source info is stripped");
     plugin.stop().await.expect("stop");
 }
+
+/// A host may send SIGTERM the moment it has read the handshake line: the plugin
+/// has its handlers in place by then, stops gracefully (exit 0) and removes its
+/// socket. Twenty times, since the window was a few milliseconds wide.
+#[test]
+fn sigterm_right_after_the_handshake_line_is_a_graceful_stop() {
+    use std::io::BufRead;
+    for _ in 0..20 {
+        let mut child = std::process::Command::new(common::example("kv_plugin"))
+            .env(common::COOKIE.0, common::COOKIE.1)
+            .env("PLUGIN_PROTOCOL_VERSIONS", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let exited = common::wait_until_blocking(std::time::Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        assert!(exited, "the plugin did not stop on SIGTERM");
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status:?} after {line:?}");
+        let socket = line.split('|').nth(3).unwrap();
+        assert!(
+            !std::path::Path::new(socket).exists(),
+            "{socket} left behind"
+        );
+    }
+}

@@ -10,6 +10,9 @@ use rpcplugin_client::{Builder, Channel, PluginClient, StopMethod, Stopped};
 use rpcplugin_proto::examples::bench::bench_client::BenchClient;
 use rpcplugin_proto::examples::bench::{DownloadRequest, Payload};
 use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The app protocol version of `bench.v1.Bench` plugins (INTEROP.md).
@@ -80,6 +83,14 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
         return Err(Failure::FirstCall(why));
     }
     let launch_to_first_call = launched.elapsed();
+    // Progress only for a person watching: a pipe or a file gets the table alone.
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| Arc::new(AtomicU64::new(0)));
+    let workload = Workload {
+        progress: progress.clone(),
+        ..workload
+    };
 
     let pid = plugin.pid();
     let label = format!(
@@ -109,7 +120,14 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
 
     tokio::time::sleep_until(window_start.into()).await;
     let start = Snapshot::take(pid);
+    let ticker =
+        progress.map(|calls| tokio::spawn(show_progress(calls, window_start, opts.duration)));
     let total = collect(tasks, deadline + STRAGGLER_GRACE).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        // Clear the progress line so the table starts on a clean one.
+        eprint!("\r\x1b[2K");
+    }
     let end = Snapshot::take(pid);
     let stop = plugin.stop().await;
     let stop_failed = stop.is_err();
@@ -141,6 +159,25 @@ pub(crate) async fn run(opts: &BenchOptions) -> Result<Report, Failure> {
         stopped,
         stop_failed,
     })
+}
+
+/// Rewrites one stderr line four times a second: time into the window and calls so
+/// far. Aborted when the tasks are collected.
+async fn show_progress(calls: Arc<AtomicU64>, window_start: Instant, window: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let elapsed = window_start.elapsed().min(window);
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "\r\x1b[2Kmeasuring: {:.1} s of {:.1} s, {} calls",
+            elapsed.as_secs_f64(),
+            window.as_secs_f64(),
+            calls.load(Ordering::Relaxed)
+        );
+        let _ = stderr.flush();
+    }
 }
 
 /// One call of the measured kind before the measurement: a plugin that cannot
@@ -208,6 +245,8 @@ struct Workload {
     mode: Mode,
     payload: Payload,
     download: DownloadRequest,
+    /// Counted calls, for the progress line (only when stderr is a terminal).
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl Workload {
@@ -225,6 +264,7 @@ impl Workload {
                     Mode::Download => messages_per_call(opts.size),
                 },
             },
+            progress: None,
         }
     }
 
@@ -414,6 +454,9 @@ async fn drive(
                 tally.bytes += bytes;
                 tally.messages += messages;
                 tally.last_done = Some(done);
+                if let Some(progress) = &workload.progress {
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Ok(_) => {}
             // Failures count from the warm-up on, as `errors` always has.

@@ -1,82 +1,10 @@
 //! Runs the built `rpcplugin` binary as a user would: against the workspace's
 //! `kv_plugin` example, and with the mistakes a user makes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{alive, kv_plugin, rpcplugin, rpcplugin_with_env};
 use std::time::{Duration, Instant};
-
-const RPCPLUGIN: &str = env!("CARGO_BIN_EXE_rpcplugin");
-
-/// Builds `examples/kv_plugin.rs` of the root package into the same target directory
-/// and profile as this test, and returns its path. The example belongs to another
-/// package, so cargo does not build it for this crate's tests. `--workspace` resolves
-/// features as a workspace-wide `cargo test` does, so after one the build is a no-op.
-fn kv_plugin() -> PathBuf {
-    // CARGO_BIN_EXE_* is target/<profile>/rpcplugin.
-    let profile_dir = Path::new(RPCPLUGIN)
-        .parent()
-        .expect("the binary is in target/<profile>");
-    let target_dir = profile_dir
-        .parent()
-        .expect("the profile directory is in the target directory");
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("a profile directory name");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(&root)
-        .args(["build", "--quiet", "--workspace", "--example", "kv_plugin"])
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile {
-        "debug" => {}
-        "release" => {
-            build.arg("--release");
-        }
-        other => {
-            build.args(["--profile", other]);
-        }
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(status.success(), "cargo build --example kv_plugin failed");
-    let path = profile_dir.join("examples").join("kv_plugin");
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
-}
-
-/// Runs `rpcplugin` with `args`, killing it if it takes longer than `limit`.
-fn rpcplugin(args: &[&str], limit: Duration) -> Output {
-    rpcplugin_with_env(args, &[], limit)
-}
-
-/// [`rpcplugin`] with variables added to its environment (which the plugin inherits).
-fn rpcplugin_with_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
-    let mut child = Command::new(RPCPLUGIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rpcplugin starts");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("wait for rpcplugin").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "rpcplugin {args:?} ran longer than {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect output")
-}
 
 /// The pid the table reports, from `... (pid 1234) ...`.
 fn plugin_pid(stdout: &str) -> u32 {
@@ -84,17 +12,6 @@ fn plugin_pid(stdout: &str) -> u32 {
         .split_once("(pid ")
         .unwrap_or_else(|| panic!("no plugin pid in:\n{stdout}"));
     rest.split(')').next().unwrap().parse().expect("a pid")
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-            !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X'))
-        }
-        Err(_) => false,
-    }
 }
 
 #[test]
@@ -207,7 +124,7 @@ fn help_prints_usage() {
     let out = rpcplugin(&["bench", "--help"], Duration::from_secs(10));
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("--concurrency C"), "{stdout}");
+    assert!(stdout.contains("--concurrency <C>"), "{stdout}");
     let out = rpcplugin(&["--help"], Duration::from_secs(10));
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("rpcplugin bench"));

@@ -83,7 +83,7 @@ pub use backoff::Backoff;
 pub use broker::{BrokeredServer, DEFAULT_BROKER_DIAL_TIMEOUT, GrpcBroker};
 pub use builder::Builder;
 pub use launch::ResourceLimits;
-pub use plugin_client::{ClientStatus, PluginClient};
+pub use plugin_client::{ClientStatus, PluginClient, StartTimings};
 pub use reattach::AttachBuilder;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
 pub use rpcplugin_config::{DEFAULT_HOST_MAX_MESSAGE_SIZE, Environment, Settings};

@@ -41,6 +41,24 @@ pub struct PluginClient {
     pub(crate) calls: CallStats,
     /// The host's instruments (feature `otel`).
     pub(crate) metrics: crate::metrics::Metrics,
+    /// How long the phases of the start took; `None` for an attached client.
+    pub(crate) timings: Option<StartTimings>,
+}
+
+/// How long each phase of [`Builder::start`] took, from
+/// [`PluginClient::start_timings`]: where a slow start spends its time
+/// (`rpcplugin probe` reports them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StartTimings {
+    /// From just before the spawn to the handshake line read: the process starting,
+    /// its runtime loading, and the plugin's own setup up to the moment it serves.
+    pub handshake: Duration,
+    /// From the handshake line to a connected channel (TLS and the broker's stream
+    /// included).
+    pub connect: Duration,
+    /// The first health check's round trip.
+    pub health: Duration,
 }
 
 /// A snapshot of a plugin as its host sees it, from [`PluginClient::status`].
@@ -99,6 +117,12 @@ impl PluginClient {
     #[cfg(feature = "otel")]
     pub fn traced_channel(&self) -> TracedChannel {
         tonic::service::interceptor::InterceptedService::new(self.channel.clone(), TraceContext)
+    }
+
+    /// How long each phase of the start took (spawn to handshake, connect, first
+    /// health answer); `None` for a client that attached to a running plugin.
+    pub fn start_timings(&self) -> Option<StartTimings> {
+        self.timings
     }
 
     /// The plugin's process id.

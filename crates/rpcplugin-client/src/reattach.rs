@@ -257,6 +257,7 @@ impl AttachBuilder {
             started: std::time::Instant::now(),
             calls: Default::default(),
             metrics: Default::default(),
+            timings: None,
         })
     }
 }

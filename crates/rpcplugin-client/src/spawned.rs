@@ -185,6 +185,7 @@ impl Spawned {
             started: std::time::Instant::now(),
             calls: Default::default(),
             metrics: Default::default(),
+            timings: None,
             name,
         }
     }

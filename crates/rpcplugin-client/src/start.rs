@@ -10,7 +10,7 @@ use rpcplugin_core::Code;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rpcplugin_config::{Environment, Settings};
 use rpcplugin_core::{Error, Result};
@@ -21,7 +21,7 @@ use tokio::process::Command;
 
 use crate::spawned::Spawned;
 use crate::tls::HostTls;
-use crate::{Builder, PluginClient, connect, handshake, launch, tls};
+use crate::{Builder, PluginClient, StartTimings, connect, handshake, launch, tls};
 
 /// [`Builder::start`]: the settings, then attempts, retried as the settings say.
 pub(crate) async fn start(builder: Builder) -> Result<PluginClient> {
@@ -122,8 +122,10 @@ fn with_attempts(last: Error, earlier: Vec<Error>, why: Option<String>) -> Error
 async fn attempt(builder: &Builder, resolved: &Resolved) -> Result<PluginClient> {
     let builder = builder.clone();
     let program = verify(&builder.program, &resolved.env, builder.checksum).await?;
+    let spawning = Instant::now();
     let mut spawned = spawn(&builder, resolved, &program).await?;
     let line = spawned.read_handshake(resolved.handshake_timeout).await?;
+    let handshake_read = Instant::now();
     let announced = handshake::check(
         &spawned.name,
         &line,
@@ -133,6 +135,7 @@ async fn attempt(builder: &Builder, resolved: &Resolved) -> Result<PluginClient>
         &spawned.tail.lines(),
     )?;
     let connected = connect::launched(&builder, resolved, &spawned, &announced, &line).await?;
+    let connected_at = Instant::now();
     connect::check_health(
         &spawned.name,
         &connected.channel,
@@ -140,7 +143,14 @@ async fn attempt(builder: &Builder, resolved: &Resolved) -> Result<PluginClient>
         resolved.settings.channel_ready_timeout,
     )
     .await?;
-    Ok(spawned.into_client(announced, connected, resolved.grace, builder.stdio))
+    let timings = StartTimings {
+        handshake: handshake_read - spawning,
+        connect: connected_at - handshake_read,
+        health: connected_at.elapsed(),
+    };
+    let mut client = spawned.into_client(announced, connected, resolved.grace, builder.stdio);
+    client.timings = Some(timings);
+    Ok(client)
 }
 
 /// The settings of one start, resolved once: what the builder was given wins over

@@ -189,6 +189,21 @@ fn leaf_params(role: Role, opts: &CertOptions, both_usages: bool) -> Result<Cert
     Ok(params)
 }
 
+/// Letters, digits and hyphens in dot-separated labels of 1 to 63 characters, not
+/// starting or ending with a hyphen (RFC 1123); a leading `*.` for a wildcard.
+fn is_dns_name(name: &str) -> bool {
+    let labels = name.strip_prefix("*.").unwrap_or(name);
+    name.len() <= 253
+        && labels.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 fn key_pair(alg: KeyAlgorithm) -> Result<KeyPair> {
     KeyPair::generate_for(alg.rcgen_alg()).map_err(gen_error)
 }
@@ -273,6 +288,46 @@ impl CertificateAuthority {
         })
     }
 
+    /// An existing CA, from its certificate and key (as [`identity`](Self::identity)
+    /// wrote them), to issue more leaves: `rpcplugin certs issue --ca DIR`.
+    ///
+    /// ```
+    /// use rpcplugin_crypto::{CertificateAuthority, Identity, KeyAlgorithm, Role, verify_chain};
+    /// # fn main() -> rpcplugin_core::Result<()> {
+    /// let made = CertificateAuthority::generate(KeyAlgorithm::default(), "plugins CA")?;
+    /// let (cert, key) = (made.identity().cert_pem(), made.identity().key_pem());
+    /// // ... later, from the files ...
+    /// let ca = CertificateAuthority::from_identity(Identity::load(&cert, &key, "CA", "CA key")?)?;
+    /// let leaf = ca.issue(Role::Server, KeyAlgorithm::default())?;
+    /// verify_chain(leaf.cert_der(), made.certificate())?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `crypto.bad_ca_certificate` when the certificate is not a CA's (basic
+    /// constraints CA:FALSE or absent) or its key cannot sign.
+    pub fn from_identity(identity: Identity) -> Result<Self> {
+        let info = crate::CertificateInfo::parse(identity.cert_der())?;
+        let bad = |why: &str| {
+            Error::new(
+                Code::CryptoBadCaCertificate,
+                format!("{} cannot issue certificates: {why}", info.subject),
+            )
+            .with_hint("pass the certificate and key of a CA (rpcplugin certs ca makes one)")
+        };
+        if !info.is_ca {
+            return Err(bad(
+                "it is not a CA certificate (basic constraints CA:FALSE)",
+            ));
+        }
+        let key = KeyPair::try_from(identity.key_der())
+            .map_err(|e| bad("its key is not a supported signing key").with_source(e))?;
+        let issuer = Issuer::from_ca_cert_der(identity.cert_der(), key)
+            .map_err(|e| bad("its certificate cannot be read").with_source(e))?;
+        Ok(Self { issuer, identity })
+    }
+
     /// The CA's certificate (what peers put in their trust roots).
     pub fn certificate(&self) -> &CertificateDer<'static> {
         self.identity.cert_der()
@@ -291,8 +346,43 @@ impl CertificateAuthority {
 
     /// Like [`CertificateAuthority::issue`] with explicit options.
     pub fn issue_with(&self, role: Role, opts: &CertOptions) -> Result<Identity> {
-        let key = key_pair(opts.algorithm)?;
+        self.sign_leaf(leaf_params(role, opts, false)?, opts)
+    }
+
+    /// Issues a leaf for `role` named `name`: common name `name`, and `name` (a DNS
+    /// name, or an IP address) among its SANs before the usual `localhost` ones, so
+    /// the certificate serves both a named deployment and rpcplugin's loopback
+    /// connections (hosts check the plugin's certificate for `localhost`).
+    ///
+    /// # Errors
+    ///
+    /// `crypto.generate` when `name` is neither a DNS name nor an IP address.
+    pub fn issue_named(&self, role: Role, name: &str, opts: &CertOptions) -> Result<Identity> {
         let mut params = leaf_params(role, opts, false)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        let san = match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) if is_dns_name(name) => SanType::DnsName(name.try_into().map_err(gen_error)?),
+            Err(_) => {
+                return Err(Error::new(
+                    Code::CryptoGenerate,
+                    format!("{name:?} is neither a DNS name nor an IP address"),
+                )
+                .with_hint(
+                    "name the certificate like a host: plugin.example, kv-plugin or 127.0.0.1",
+                ));
+            }
+        };
+        if !params.subject_alt_names.contains(&san) {
+            params.subject_alt_names.insert(0, san);
+        }
+        self.sign_leaf(params, opts)
+    }
+
+    fn sign_leaf(&self, mut params: CertificateParams, opts: &CertOptions) -> Result<Identity> {
+        let key = key_pair(opts.algorithm)?;
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer).map_err(gen_error)?;
         Ok(identity_from(&cert, &key))
@@ -405,5 +495,74 @@ mod tests {
         let text = format!("{id:?}");
         assert!(text.contains("cert_sha256"));
         assert!(!text.contains("key"), "{text}");
+    }
+
+    #[test]
+    fn a_ca_read_back_from_its_files_issues_named_leaves() {
+        for alg in ALL {
+            let made = CertificateAuthority::generate(alg, "plugins CA").unwrap();
+            let id = Identity::load(
+                &made.identity().cert_pem(),
+                &made.identity().key_pem(),
+                "C",
+                "K",
+            )
+            .unwrap();
+            let ca = CertificateAuthority::from_identity(id).unwrap();
+            let leaf = ca
+                .issue_named(Role::Server, "kv.plugins.example", &CertOptions::new(alg))
+                .unwrap();
+            verify_chain(leaf.cert_der(), made.certificate()).unwrap();
+            let info = CertificateInfo::parse(leaf.cert_der()).unwrap();
+            assert_eq!(info.subject, "CN=kv.plugins.example");
+            assert_eq!(
+                info.sans,
+                ["kv.plugins.example", "localhost", "127.0.0.1", "::1"]
+            );
+        }
+        let ca = CertificateAuthority::generate(KeyAlgorithm::default(), "CA").unwrap();
+        let ip = ca
+            .issue_named(Role::Client, "10.1.2.3", &CertOptions::default())
+            .unwrap();
+        let info = CertificateInfo::parse(ip.cert_der()).unwrap();
+        assert_eq!(info.sans, ["10.1.2.3", "localhost"]);
+        let err = ca
+            .issue_named(Role::Client, "not a name!", &CertOptions::default())
+            .unwrap_err();
+        assert_eq!(err.code(), Code::CryptoGenerate);
+    }
+
+    #[test]
+    fn a_leaf_is_no_ca() {
+        let ca = CertificateAuthority::generate(KeyAlgorithm::default(), "CA").unwrap();
+        let leaf = ca.issue(Role::Server, KeyAlgorithm::default()).unwrap();
+        let err = CertificateAuthority::from_identity(leaf).unwrap_err();
+        assert_eq!(err.code(), Code::CryptoBadCaCertificate);
+        assert!(err.message().contains("not a CA"), "{}", err.message());
+    }
+
+    #[test]
+    fn chains_verify_through_intermediates() {
+        // rcgen directly: the generated CAs allow no intermediate below them.
+        let root_key = key_pair(KeyAlgorithm::default()).unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root.distinguished_name.push(DnType::CommonName, "root");
+        let root_cert = root.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root, root_key);
+        let mid_key = key_pair(KeyAlgorithm::default()).unwrap();
+        let mut mid = CertificateParams::new(Vec::<String>::new()).unwrap();
+        mid.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        mid.distinguished_name
+            .push(DnType::CommonName, "intermediate");
+        let mid_cert = mid.signed_by(&mid_key, &root_issuer).unwrap();
+        let mid_ca =
+            CertificateAuthority::from_identity(identity_from(&mid_cert, &mid_key)).unwrap();
+        let leaf = mid_ca.issue(Role::Server, KeyAlgorithm::default()).unwrap();
+
+        let intermediates = [mid_cert.der().clone()];
+        crate::verify_chain_with(leaf.cert_der(), &intermediates, root_cert.der()).unwrap();
+        let err = verify_chain(leaf.cert_der(), root_cert.der()).unwrap_err();
+        assert_eq!(err.code(), Code::CryptoChainInvalid);
     }
 }

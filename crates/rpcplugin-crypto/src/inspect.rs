@@ -169,6 +169,16 @@ pub(crate) fn sha256_fingerprint(der: &[u8]) -> String {
 /// webpki rejects; pin those with [`server_config_pinned`](crate::server_config_pinned)
 /// and [`client_config_pinned`](crate::client_config_pinned) instead.
 pub fn verify_chain(leaf: &CertificateDer<'_>, ca: &CertificateDer<'_>) -> Result<()> {
+    verify_chain_with(leaf, &[], ca)
+}
+
+/// [`verify_chain`] through intermediate CAs: `leaf` was issued by one of
+/// `intermediates`, which chain (in any order) to the trust anchor `ca`.
+pub fn verify_chain_with(
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    ca: &CertificateDer<'_>,
+) -> Result<()> {
     let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| {
         Error::new(
             Code::CryptoBadCaCertificate,
@@ -190,7 +200,7 @@ pub fn verify_chain(leaf: &CertificateDer<'_>, ca: &CertificateDer<'_>) -> Resul
     ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &[anchor],
-        &[],
+        intermediates,
         UnixTime::now(),
         usage,
         None,

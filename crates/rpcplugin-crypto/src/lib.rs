@@ -63,7 +63,7 @@ pub use generate::{
     KeyAlgorithm, Role,
 };
 pub use identity::Identity;
-pub use inspect::{CertificateInfo, KeyType, verify_chain};
+pub use inspect::{CertificateInfo, KeyType, verify_chain, verify_chain_with};
 pub use load::{load_certificates, load_private_key};
 pub use pinned::{PinnedClientCertVerifier, PinnedServerCertVerifier};
 /// Re-exported so callers name the same DER types as this crate's signatures.

@@ -75,16 +75,24 @@ impl Prepared {
             announce(line);
             stop_on(stop_tx, signal)
         } else {
-            self.announce(&line)?;
+            // The handlers go in before the handshake line goes out: a host may
+            // send SIGTERM the moment it has read the line, and a signal with no
+            // handler yet would kill the plugin by its default action, leaving
+            // its socket behind.
             // A person runs a debug-mode plugin: Ctrl-C is for it, and its parent
             // is a shell whose exit means nothing.
-            spawn_stop_sources(
+            let sources = spawn_stop_sources(
                 stop_tx,
                 self.ignore_sigint && !self.debug,
                 !self.debug,
                 self.shutdown_file.clone(),
                 signal,
-            )?
+            )?;
+            if let Err(e) = self.announce(&line) {
+                sources.abort();
+                return Err(e);
+            }
+            sources
         };
         self.handle.serving(info);
         // Nothing but the handshake may reach the host's stdout pipe. A debug-mode
