@@ -11,6 +11,7 @@ use crate::{ENV_PREFIX, KEYS, Settings};
 
 /// Where a setting's effective value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Origin {
     /// Nothing set it: the default.
     Default,
