@@ -33,10 +33,12 @@
 
 mod de;
 mod environment;
+mod sandbox;
 mod settings;
 pub mod units;
 
 pub use environment::Environment;
+pub use sandbox::SandboxMode;
 pub use settings::{
     DEFAULT_HOST_MAX_MESSAGE_SIZE, DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, ENV_PREFIX, KEYS,
     PROTOCOL_VARIABLES, Settings, UnknownVariable, unknown_variables,
