@@ -67,6 +67,7 @@ mod output;
 mod plugin_client;
 mod reattach;
 mod registry;
+mod sandbox;
 mod spawned;
 mod start;
 mod stdio;
@@ -83,10 +84,14 @@ pub use launch::ResourceLimits;
 pub use plugin_client::{ClientStatus, PluginClient};
 pub use reattach::AttachBuilder;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
+pub use rpcplugin_config::SandboxMode;
 pub use rpcplugin_config::{DEFAULT_HOST_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256, TlsConfig};
 pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
+pub use sandbox::{
+    EffectiveSandbox, IfUnsupported, PathAccess, Sandbox, SandboxFeature, SandboxPath,
+};
 /// The rate and concurrency limits a plugin offers, for a host's channel:
 /// `ServiceBuilder::new().layer(limit.layer()).service(plugin.channel())`.
 pub use rpcplugin_layers::{

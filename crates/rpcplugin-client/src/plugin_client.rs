@@ -14,7 +14,7 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use crate::{Builder, GrpcBroker, Target, output};
+use crate::{Builder, EffectiveSandbox, GrpcBroker, Target, output};
 #[cfg(feature = "otel")]
 use crate::{TraceContext, TracedChannel};
 
@@ -39,6 +39,8 @@ pub struct PluginClient {
     pub(crate) started: Instant,
     /// The counters behind [`PluginClient::call_stats`].
     pub(crate) calls: CallStats,
+    /// The confinement the plugin was started with.
+    pub(crate) sandbox: Option<EffectiveSandbox>,
 }
 
 /// A snapshot of a plugin as its host sees it, from [`PluginClient::status`].
@@ -122,6 +124,14 @@ impl PluginClient {
     /// Where the plugin serves.
     pub fn endpoint(&self) -> &Endpoint {
         &self.handshake.endpoint
+    }
+
+    /// The sandbox the plugin runs in, as applied: Landlock's rules (the implicit
+    /// ones included), TCP ports, scoping, seccomp, and what the kernel lacked.
+    /// `None` for an unconfined or attached plugin. See
+    /// [`Builder::sandbox`](crate::Builder::sandbox).
+    pub fn sandbox(&self) -> Option<&EffectiveSandbox> {
+        self.sandbox.as_ref()
     }
 
     /// Whether the connection runs mutual TLS.

@@ -256,6 +256,8 @@ impl AttachBuilder {
             attached: true,
             started: std::time::Instant::now(),
             calls: Default::default(),
+            // Started by someone else, confined (or not) by them.
+            sandbox: None,
         })
     }
 }
