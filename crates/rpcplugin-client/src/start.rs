@@ -282,6 +282,13 @@ fn plugin_command(
     if builder.env_clear {
         command.env_clear();
     }
+    if resolved.sandbox.is_some() {
+        // A sandboxed plugin's temporary files go in its private directory, which
+        // it may write and the host removes: go-plugin before 1.5 makes its socket
+        // in os.TempDir() whatever PLUGIN_UNIX_SOCKET_DIR says. The builder's
+        // TMPDIR, set next, wins (and needs a write path).
+        command.env("TMPDIR", socket_dir);
+    }
     command.envs(builder.envs.iter().map(|(k, v)| (k, v)));
     // Never hand the host's private key down, and never let a certificate this
     // host inherited (from its own host) stand in for the one it sends.
