@@ -39,6 +39,15 @@
 //! second later if the plugin is still there (from a reaper thread, so `drop` never
 //! blocks).
 //!
+//! # Sandboxed plugins (Linux)
+//!
+//! [`Builder::sandbox`] (or `PLUGIN_SANDBOX=on`) confines the plugin before it
+//! runs: Landlock rules on files and TCP ports, scoped signals and abstract
+//! sockets, `no_new_privs` and a seccomp deny-list. A [`Sandbox`] that names
+//! nothing still lets a plugin start, serve and stop; what it may read, write,
+//! run or dial beyond that is the policy's. [`PluginClient::sandbox`] says what
+//! was applied. docs/security.md has what each layer stops and what it does not.
+//!
 //! # Message size limits
 //!
 //! tonic keeps message limits in each generated client, and its default decodes
