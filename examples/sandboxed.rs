@@ -203,10 +203,7 @@ async fn run_host(args: HostArgs) -> anyhow::Result<()> {
         .handshake(COOKIE.0, COOKIE.1)
         .auto_mtls(args.automtls)
         // Whatever PLUGIN_SANDBOX says: this example shows both ways itself.
-        .sandbox(
-            args.sandbox
-                .then(|| Sandbox::new().write_path(data.path())),
-        );
+        .sandbox(args.sandbox.then(|| Sandbox::new().write_path(data.path())));
     if args.tcp {
         builder = builder.env("PLUGIN_SERVER_TRANSPORTS", "tcp");
     }
@@ -236,7 +233,10 @@ async fn run_host(args: HostArgs) -> anyhow::Result<()> {
         })
         .await
         .map(|_| Vec::new());
-    let mut inside = vec![report("write notes.txt in the data directory", inside_write)];
+    let mut inside = vec![report(
+        "write notes.txt in the data directory",
+        inside_write,
+    )];
     inside.push(report(
         "read notes.txt in the data directory",
         get(&mut kv, file(&notes)).await,

@@ -89,7 +89,11 @@ fn sandboxed_confines_its_plugin_to_the_data_directory() {
     ] {
         assert!(confined.contains(expected), "missing {expected:?}");
     }
-    assert_eq!(confined.matches(": denied (").count(), 4, "four reaches denied");
+    assert_eq!(
+        confined.matches(": denied (").count(),
+        4,
+        "four reaches denied"
+    );
     assert!(confined.contains("Permission denied (os error 13)"));
 
     let plugin = common::example("sandboxed");
@@ -97,5 +101,8 @@ fn sandboxed_confines_its_plugin_to_the_data_directory() {
     let free = run(&["host", "--no-sandbox", "--", plugin, "plugin"]);
     assert!(free.contains("sandbox: off"));
     assert!(free.contains("read a file outside (the host's secret): ok (\"the host's secret\")"));
-    assert!(!free.contains("denied"), "nothing is denied without a sandbox");
+    assert!(
+        !free.contains("denied"),
+        "nothing is denied without a sandbox"
+    );
 }

@@ -100,7 +100,9 @@ impl std::fmt::Debug for Reach {
 fn denied<T>(outcome: &Result<T, Status>) -> bool {
     outcome.as_ref().is_err_and(|s| {
         s.code() == tonic::Code::PermissionDenied
-            || s.message().to_ascii_lowercase().contains("permission denied")
+            || s.message()
+                .to_ascii_lowercase()
+                .contains("permission denied")
     })
 }
 
@@ -161,7 +163,9 @@ async fn confined_and_still_serving(tcp: bool) {
         (true, rpcplugin::Endpoint::Tcp(_)) | (false, rpcplugin::Endpoint::Unix(_)) => {}
         (_, other) => panic!("unexpected endpoint {other}"),
     }
-    let sandbox = plugin.sandbox().expect("a sandboxed plugin reports its sandbox");
+    let sandbox = plugin
+        .sandbox()
+        .expect("a sandboxed plugin reports its sandbox");
     println!("sandbox: {sandbox}");
     assert!(sandbox.filesystem && sandbox.network && sandbox.scoped && sandbox.seccomp);
     assert!(sandbox.missing.is_empty());
@@ -177,7 +181,10 @@ async fn confined_and_still_serving(tcp: bool) {
     still_serves(&mut plugin, &mut kv, data.path()).await;
     let reach = reach_out(&mut kv, &outside).await;
     println!("{reach:?}");
-    assert!(reach.all_denied(), "every reach outside is denied:\n{reach:?}");
+    assert!(
+        reach.all_denied(),
+        "every reach outside is denied:\n{reach:?}"
+    );
     assert!(!outside.dir.path().join("planted.txt").exists());
     still_serves(&mut plugin, &mut kv, data.path()).await;
 
@@ -239,7 +246,7 @@ async fn what_the_policy_names_is_allowed_and_only_that() {
         .write_path(outside.dir.path())
         .exec_path(&outside.program)
         .tcp_connect(outside.port());
-    let mut plugin = start(probe_plugin().sandbox(policy)).await;
+    let plugin = start(probe_plugin().sandbox(policy)).await;
     let sandbox = plugin.sandbox().unwrap();
     assert_eq!(sandbox.tcp_connect, [outside.port()]);
     let mut kv = KvClient::new(plugin.channel());
@@ -247,9 +254,7 @@ async fn what_the_policy_names_is_allowed_and_only_that() {
     println!("{reach:?}");
     assert!(reach.all_allowed(), "{reach:?}");
     // A neighbour of what is allowed is still outside.
-    assert!(denied(
-        &put(&mut kv, &other.path().join("x"), b"x").await
-    ));
+    assert!(denied(&put(&mut kv, &other.path().join("x"), b"x").await));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     assert!(denied(
@@ -283,8 +288,11 @@ async fn the_host_configuration_turns_the_sandbox_on_and_code_wins() {
     assert!(reach.connect.is_ok(), "the configured port: {reach:?}");
     within(CALL, "stop", plugin.stop()).await.unwrap();
 
-    let mut plugin = start(probe_plugin().environment(env()).sandbox(None)).await;
-    assert!(plugin.sandbox().is_none(), ".sandbox(None) wins over PLUGIN_SANDBOX");
+    let plugin = start(probe_plugin().environment(env()).sandbox(None)).await;
+    assert!(
+        plugin.sandbox().is_none(),
+        ".sandbox(None) wins over PLUGIN_SANDBOX"
+    );
     within(CALL, "stop", plugin.stop()).await.unwrap();
 }
 
@@ -362,7 +370,11 @@ async fn broker_both_ways_confined(tcp: bool) {
     }
     let plugin = start(builder).await;
     assert!(plugin.is_tls());
-    assert!(plugin.sandbox().is_some_and(|s| s.network && s.tcp_connect.is_empty()));
+    assert!(
+        plugin
+            .sandbox()
+            .is_some_and(|s| s.network && s.tcp_connect.is_empty())
+    );
     let broker = plugin.broker();
     let adder = broker::HostAdder::default();
     let mut counter = CounterClient::new(plugin.channel());
@@ -493,9 +505,12 @@ async fn a_script_plugin_needs_its_interpreter_in_the_exec_paths() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("plugin.sh");
-    std::fs::write(&script, "#!/bin/sh\necho '1|1|unix|/nowhere|grpc|'\nsleep 5\n").unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho '1|1|unix|/nowhere|grpc|'\nsleep 5\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let err = rpcplugin::plugin_client(&script)
         .handshake("BASIC_PLUGIN", "hello")
         .sandbox(Sandbox::new())
@@ -517,9 +532,8 @@ async fn launch_time_with_and_without_a_sandbox() {
     const ROUNDS: usize = 15;
     init_tracing();
     let policy = Sandbox::new().if_unsupported(IfUnsupported::Refuse);
-    let go_plugin_range = || {
-        Environment::from_pairs([("PLUGIN_MIN_PORT", "10000"), ("PLUGIN_MAX_PORT", "25000")])
-    };
+    let go_plugin_range =
+        || Environment::from_pairs([("PLUGIN_MIN_PORT", "10000"), ("PLUGIN_MAX_PORT", "25000")]);
     let mut times: [Vec<Duration>; 3] = Default::default();
     for round in 0..ROUNDS * 3 {
         let way = round % 3;

@@ -98,9 +98,6 @@ pub use rpcplugin_config::{DEFAULT_HOST_MAX_MESSAGE_SIZE, Environment, Settings}
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256, TlsConfig};
 pub use rpcplugin_handshake::{HandshakeLine, ReattachConfig};
-pub use sandbox::{
-    EffectiveSandbox, IfUnsupported, PathAccess, Sandbox, SandboxFeature, SandboxPath,
-};
 /// The rate and concurrency limits a plugin offers, for a host's channel:
 /// `ServiceBuilder::new().layer(limit.layer()).service(plugin.channel())`.
 pub use rpcplugin_layers::{
@@ -111,6 +108,9 @@ pub use rpcplugin_layers::{
 /// side too (plugins do it in `PluginServer::run`). The library never calls it for a
 /// host by itself, since the allocator belongs to the application.
 pub use rpcplugin_transport::tune_allocator;
+pub use sandbox::{
+    EffectiveSandbox, IfUnsupported, PathAccess, Sandbox, SandboxFeature, SandboxPath,
+};
 pub use stdio::{StdioChannel, StdioSink};
 pub use stop::{StopMethod, Stopped};
 pub use supervisor::{RestartPolicy, Supervisor, SupervisorEvent, SupervisorOptions};

@@ -287,7 +287,10 @@ mod tests {
         let mut confined = spawn_sh_in(script, Some(policy)).await;
         let effective = confined.sandbox.clone().expect("sandboxed");
         assert!(effective.filesystem, "{effective}");
-        let line = confined.read_handshake(Duration::from_secs(5)).await.unwrap();
+        let line = confined
+            .read_handshake(Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(line, "denied hostname socket-dir", "{effective}");
         let mut free = spawn_sh_in(script, None).await;
         let line = free.read_handshake(Duration::from_secs(5)).await.unwrap();

@@ -241,13 +241,12 @@ fn prepare_sandbox(
     let settings = &resolved.settings;
     // The plugin's own listener: the host's port range, as the plugin binds it
     // (TcpTransport: 0..=0 means a port the system chooses), or any free port.
-    let tcp_bind = settings
-        .client_transports
-        .contains(&Network::Tcp)
-        .then(|| match (settings.min_port, settings.max_port) {
+    let tcp_bind = settings.client_transports.contains(&Network::Tcp).then(|| {
+        match (settings.min_port, settings.max_port) {
             (Some(min), Some(max)) if max > 0 => min.max(1)..=max,
             _ => 0..=0,
-        });
+        }
+    });
     let target = sandbox::Target {
         name: &resolved.name,
         program: &path,

@@ -83,7 +83,10 @@ pub(crate) fn interpreter(program: &Path) -> Option<PathBuf> {
         let (offset, size) = if wide {
             (u64_at(&header, 8), u64_at(&header, 32))
         } else {
-            (u64::from(u32_at(&header, 4)), u64::from(u32_at(&header, 16)))
+            (
+                u64::from(u32_at(&header, 4)),
+                u64::from(u32_at(&header, 16)),
+            )
         };
         if size == 0 || size > MAX_PATH {
             return None;
@@ -110,7 +113,11 @@ mod tests {
         let loader = interpreter(&std::env::current_exe().unwrap()).expect("a PT_INTERP");
         assert!(loader.is_absolute(), "{loader:?}");
         assert!(
-            loader.file_name().unwrap().to_string_lossy().starts_with("ld-"),
+            loader
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ld-"),
             "{loader:?}"
         );
         assert!(loader.exists(), "{loader:?}");

@@ -473,7 +473,12 @@ pub(crate) fn prepare(policy: &Sandbox, target: &Target<'_>) -> Result<Prepared>
     tcp_connect.sort_unstable();
     tcp_connect.dedup();
     let landlock = if plan.filesystem {
-        Some(rules::build(&plan, &paths, tcp_bind.as_ref(), &tcp_connect)?)
+        Some(rules::build(
+            &plan,
+            &paths,
+            tcp_bind.as_ref(),
+            &tcp_connect,
+        )?)
     } else {
         None
     };
@@ -544,7 +549,11 @@ fn path_rules(policy: &Sandbox, target: &Target<'_>) -> Result<Vec<SandboxPath>>
     for path in SYSTEM_READ.iter().map(Path::new).filter(|p| p.exists()) {
         paths.push(implicit(path, PathAccess::Read));
     }
-    for path in SYSTEM_READ_WRITE.iter().map(Path::new).filter(|p| p.exists()) {
+    for path in SYSTEM_READ_WRITE
+        .iter()
+        .map(Path::new)
+        .filter(|p| p.exists())
+    {
         paths.push(implicit(path, PathAccess::ReadWrite));
     }
     paths.push(implicit(target.socket_dir, PathAccess::ReadWrite));
@@ -566,10 +575,7 @@ fn path_rules(policy: &Sandbox, target: &Target<'_>) -> Result<Vec<SandboxPath>>
 }
 
 /// A policy path that cannot be used.
-fn path_error(
-    path: &Path,
-    err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> Error {
+fn path_error(path: &Path, err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
     Error::new(
         Code::SecuritySandboxPath,
         format!("sandbox path {} cannot be opened", path.display()),
@@ -608,7 +614,10 @@ mod tests {
         assert_eq!(err.code(), Code::SecuritySandboxUnsupported);
         let text = err.to_string();
         assert!(text.contains("plugin kv"), "{text}");
-        assert!(text.contains("Landlock TCP rules (Landlock ABI 4, Linux 6.7)"), "{text}");
+        assert!(
+            text.contains("Landlock TCP rules (Landlock ABI 4, Linux 6.7)"),
+            "{text}"
+        );
         assert!(text.contains("Landlock ABI 6"), "{text}");
         let hint = err.hint().unwrap();
         assert!(hint.contains("offers Landlock ABI 3"), "{hint}");
@@ -682,13 +691,23 @@ mod tests {
         let find = |path: &Path| paths.iter().find(|p| p.path == path);
         assert_eq!(find(&program).unwrap().access, PathAccess::Execute);
         assert_eq!(find(dir.path()).unwrap().access, PathAccess::ReadWrite);
-        assert_eq!(find(Path::new("/usr/lib")).unwrap().access, PathAccess::Read);
+        assert_eq!(
+            find(Path::new("/usr/lib")).unwrap().access,
+            PathAccess::Read
+        );
         assert_eq!(
             find(Path::new("/dev/null")).unwrap().access,
             PathAccess::ReadWrite
         );
-        let exec: Vec<_> = paths.iter().filter(|p| p.access == PathAccess::Execute).collect();
-        assert_eq!(exec.len(), 2, "the program and its ELF interpreter: {exec:?}");
+        let exec: Vec<_> = paths
+            .iter()
+            .filter(|p| p.access == PathAccess::Execute)
+            .collect();
+        assert_eq!(
+            exec.len(),
+            2,
+            "the program and its ELF interpreter: {exec:?}"
+        );
         let named = paths.last().unwrap();
         assert!(!named.implicit && named.path.is_absolute(), "{named:?}");
         assert!(named.path.ends_with("relative/data"));

@@ -27,7 +27,10 @@ pub(crate) struct Program {
     pub(crate) filter: Box<[libc::sock_filter]>,
 }
 
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod table {
     use super::libc;
 
@@ -107,12 +110,16 @@ mod table {
     pub(super) const ARCH: &[libc::c_long] = &[libc::SYS_nfsservctl];
 }
 
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 impl Program {
     /// The deny-list for this architecture.
     pub(crate) fn deny_list() -> Self {
-        // Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
-        const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+        // Classic BPF opcodes (linux/filter.h, linux/bpf_common.h): BPF_LD | BPF_W
+        // | BPF_ABS, where BPF_LD and BPF_W are 0.
+        const LD_W_ABS: u16 = 0x20;
         const JEQ_K: u16 = 0x05 | 0x10;
         const JGE_K: u16 = 0x05 | 0x30;
         const RET_K: u16 = 0x06;
@@ -159,7 +166,10 @@ impl Program {
     }
 }
 
-#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 impl Program {
     /// Never called: [`SUPPORTED`] is false here, so no plan asks for seccomp.
     pub(crate) fn deny_list() -> Self {
