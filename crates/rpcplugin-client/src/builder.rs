@@ -239,9 +239,11 @@ impl Builder {
     /// hint naming it) unless the policy says
     /// [`IfUnsupported::Warn`](crate::IfUnsupported::Warn).
     ///
-    /// With the sandbox on and the plugin serving TCP, the host brokers over Unix
-    /// sockets in the plugin's socket directory (which the plugin may reach)
-    /// instead of loopback TCP ports no rule could name in advance.
+    /// A sandboxed plugin's `TMPDIR` is its private socket directory (removed
+    /// when it stops) unless [`env`](Self::env) sets one; its working directory
+    /// is not readable unless the policy names it. Served over TCP, it is
+    /// brokered over Unix sockets in that directory (which it may reach) instead
+    /// of loopback TCP ports no rule could name in advance.
     pub fn sandbox(mut self, policy: impl Into<Option<Sandbox>>) -> Self {
         self.sandbox = Some(policy.into());
         self

@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 
 use rpcplugin_core::{Code, Error, Result};
 
-use super::{PathAccess, Plan, SandboxPath};
+use super::{Plan, SandboxPath};
 
 /// A created and filled ruleset, for the child.
 #[derive(Debug)]
@@ -29,6 +29,7 @@ pub(crate) fn build(
     tcp_bind: Option<&RangeInclusive<u16>>,
     tcp_connect: &[u16],
 ) -> Result<Ruleset> {
+    use super::PathAccess;
     use landlock::{
         ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
         PathFd, RulesetAttr, RulesetCreatedAttr, Scope,
