@@ -200,6 +200,12 @@ async fn confined_and_still_serving(tcp: bool) {
         denied(&get(&mut kv, "file:/proc/1/status".into()).await),
         "another process's /proc is outside"
     );
+    // /proc/self's magic links resolve to the real file, which is checked.
+    let through_proc = format!("file:/proc/self/root{}", outside.secret.display());
+    assert!(
+        denied(&get(&mut kv, through_proc).await),
+        "no way out through /proc/self/root"
+    );
 
     let stopped = within(CALL, "stop", plugin.stop()).await.unwrap();
     assert!(stopped.status.success(), "{:?}", stopped.status);
