@@ -84,6 +84,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! On Linux a host can also confine a plugin it starts, whatever its language:
+//! Landlock file-system and TCP rules, `no_new_privs` and a seccomp deny-list,
+//! applied before the plugin runs ([`client::Sandbox`], or `PLUGIN_SANDBOX=on`).
+//! Reaching outside its policy gets the plugin "permission denied":
+//!
+//! ```no_run
+//! use rpcplugin::client::Sandbox;
+//!
+//! # async fn host() -> Result<(), Box<dyn std::error::Error>> {
+//! let plugin = rpcplugin::plugin_client("./kv_plugin")
+//!     .handshake("BASIC_PLUGIN", "hello")
+//!     .env_clear() // the host's environment (and its secrets) stays with the host
+//!     .sandbox(Sandbox::new().write_path("/srv/kv-data"))
+//!     .start()
+//!     .await?;
+//! println!("{}", plugin.sandbox().expect("confined")); // what was applied
+//! # plugin.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Tower layers on the host
 //!
 //! Generated clients take any tower service over the channel, so a host wraps

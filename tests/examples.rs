@@ -56,3 +56,53 @@ fn abstract_socket_runs_a_plugin_over_a_custom_transport() {
         "the plugin and its socket are gone after stop"
     );
 }
+
+#[test]
+fn sandboxed_confines_its_plugin_to_the_data_directory() {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(common::example("sandboxed"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        println!("{stdout}");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let confined = run(&[]);
+    for expected in [
+        "(mutual TLS)",
+        "sandbox: landlock abi ",
+        "; seccomp deny-list; no_new_privs",
+        "write notes.txt in the data directory: ok",
+        "read notes.txt in the data directory: ok (\"kept inside\")",
+        "read a file outside (the host's secret): denied (read ",
+        "write a file outside: denied (write ",
+        "true: denied (run ",
+        "connect to 127.0.0.1:",
+        "still serving: read notes.txt: ok (\"kept inside\")",
+        "stopped: Graceful",
+    ] {
+        assert!(confined.contains(expected), "missing {expected:?}");
+    }
+    assert_eq!(
+        confined.matches(": denied (").count(),
+        4,
+        "four reaches denied"
+    );
+    assert!(confined.contains("Permission denied (os error 13)"));
+
+    let plugin = common::example("sandboxed");
+    let plugin = plugin.to_str().unwrap();
+    let free = run(&["host", "--no-sandbox", "--", plugin, "plugin"]);
+    assert!(free.contains("sandbox: off"));
+    assert!(free.contains("read a file outside (the host's secret): ok (\"the host's secret\")"));
+    assert!(
+        !free.contains("denied"),
+        "nothing is denied without a sandbox"
+    );
+}

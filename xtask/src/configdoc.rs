@@ -75,6 +75,7 @@ pub(crate) fn render(root: &Path) -> Result<String> {
         let default = match &defaults[&field.name] {
             serde_json::Value::Null => "unset".to_owned(),
             serde_json::Value::String(s) => format!("`{s}`"),
+            serde_json::Value::Array(items) if items.is_empty() => "none".to_owned(),
             serde_json::Value::Array(items) => format!(
                 "`{}`",
                 items
@@ -277,6 +278,9 @@ fn human_type(rust_type: &str) -> &'static str {
         "Option<Vec<Network>>" | "Vec<Network>" => "list of `unix`, `tcp`",
         "Option<std::path::PathBuf>" | "Option<PathBuf>" => "path",
         "Option<Vec<u32>>" => "list of versions",
+        "SandboxMode" => "`off`, `on`, `best-effort`",
+        "Vec<PathBuf>" => "paths separated by `:`",
+        "Vec<u16>" => "ports separated by `,`",
         _ => "string",
     }
 }

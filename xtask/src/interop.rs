@@ -10,8 +10,8 @@
 //! Each pairing runs the INTEROP.md KV contract (put `hello`=`world`, get it, stop
 //! the plugin, check it is gone) in both directions, and with Go the bidirectional
 //! example (the broker both ways: the plugin calls the host's helper, the host
-//! calls the plugin's), each with a time limit; the run ends with a
-//! `N passed, N failed` line.
+//! calls the plugin's) and the sandbox (a Go plugin confined by an rpcplugin
+//! host), each with a time limit; the run ends with a `N passed, N failed` line.
 
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
@@ -186,6 +186,26 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             &[s(&go_plugin)],
             Expect::Succeeds("22 passed, 0 failed, 3 warnings"),
         );
+        // The sandbox is the kernel's, set before the plugin runs: a Go plugin is
+        // confined like a Rust one. The host exits 0 only if the data directory
+        // works and reading, writing, running and dialling outside are denied.
+        cases.push(Case {
+            name: "rpcplugin sandboxed host -> go-plugin probe-plugin (confined: outside denied, still serving)".into(),
+            program: examples.join("sandboxed"),
+            args: vec!["host".into(), "--".into(), s(&go.join("probe-plugin"))],
+            env: vec![],
+            expect: Expect::Succeeds("connect to 127.0.0.1:"),
+        });
+        cases.push(Case {
+            name: "rpcplugin kv_host with PLUGIN_SANDBOX=on -> go-plugin kv-plugin".into(),
+            program: kv_host.clone(),
+            args: vec!["--".into(), s(&go_plugin)],
+            env: vec![
+                ("PLUGIN_SANDBOX", "on"),
+                ("RUST_LOG", "rpcplugin_client::start=info"),
+            ],
+            expect: Expect::WorldWith("plugin sandboxed"),
+        });
         cases.push(Case {
             name: "go-plugin kv-host (version 1) -> rpcplugin versioned plugin (serves 1 and 2)"
                 .into(),

@@ -13,7 +13,7 @@ use tower::Service;
 
 use rpcplugin_crypto::TlsConfig;
 
-use crate::{PluginClient, ResourceLimits, StdioSink, stdio};
+use crate::{PluginClient, ResourceLimits, Sandbox, StdioSink, stdio};
 
 /// Configures and starts a plugin. See the [crate docs](crate).
 ///
@@ -44,6 +44,8 @@ pub struct Builder {
     pub(crate) multiplex: bool,
     pub(crate) connectors: Connectors,
     pub(crate) broker_transport: Option<Arc<dyn Transport>>,
+    /// `None`: as `PLUGIN_SANDBOX` says; `Some(None)`: unconfined whatever it says.
+    pub(crate) sandbox: Option<Option<Sandbox>>,
 }
 
 impl Builder {
@@ -69,6 +71,7 @@ impl Builder {
             multiplex: false,
             connectors: Connectors::new(),
             broker_transport: None,
+            sandbox: None,
         }
     }
 
@@ -351,6 +354,30 @@ impl Builder {
     /// in the child before it runs the plugin. A spawn that cannot apply them fails.
     pub fn resource_limits(mut self, limits: ResourceLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Confines the plugin (Linux): Landlock file-system and TCP rules, scoped
+    /// signals and abstract sockets, `no_new_privs` and a seccomp deny-list,
+    /// applied in the child before it runs the plugin, so the plugin and
+    /// everything it starts are confined. `None` runs it unconfined whatever
+    /// `PLUGIN_SANDBOX` says; without this call, `PLUGIN_SANDBOX` and its sibling
+    /// settings decide (default off).
+    ///
+    /// What the plugin may use beyond its executable, the system libraries and
+    /// its socket directory is the policy's: see [`Sandbox`]. What was applied is
+    /// [`PluginClient::sandbox`], and the host logs it once at start. A kernel
+    /// that lacks a feature fails the start (`security.sandbox_unsupported`, the
+    /// hint naming it) unless the policy says
+    /// [`IfUnsupported::Warn`](crate::IfUnsupported::Warn).
+    ///
+    /// A sandboxed plugin's `TMPDIR` is its private socket directory (removed
+    /// when it stops) unless [`env`](Self::env) sets one; its working directory
+    /// is not readable unless the policy names it. Served over TCP, it is
+    /// brokered over Unix sockets in that directory (which it may reach) instead
+    /// of loopback TCP ports no rule could name in advance.
+    pub fn sandbox(mut self, policy: impl Into<Option<Sandbox>>) -> Self {
+        self.sandbox = Some(policy.into());
         self
     }
 

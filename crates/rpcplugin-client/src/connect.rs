@@ -53,6 +53,11 @@ pub(crate) async fn launched(
             (None, Endpoint::Unix(_) | Endpoint::Custom(..), Some(dir)) => {
                 Arc::new(UnixTransport::new().dir(dir))
             }
+            // A sandboxed plugin may reach its socket directory, while a loopback
+            // port chosen later could be named in none of its rules.
+            (None, Endpoint::Tcp(_), Some(dir)) if spawned.sandbox.is_some() => {
+                Arc::new(UnixTransport::new().dir(dir))
+            }
             _ => Arc::new(TcpTransport::new()),
         };
     let ready = broker_ready(

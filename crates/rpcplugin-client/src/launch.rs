@@ -6,6 +6,8 @@ use std::sync::OnceLock;
 use std::sync::mpsc as std_mpsc;
 use tokio::process::{Child, Command};
 
+use crate::sandbox;
+
 type SpawnRequest = (
     Command,
     tokio::runtime::Handle,
@@ -85,13 +87,22 @@ impl ResourceLimits {
 }
 
 /// Spawns `command` in its own process group with SIGTERM as its parent-death
-/// signal and `limits` applied.
-pub(crate) async fn spawn(mut command: Command, limits: ResourceLimits) -> io::Result<Child> {
+/// signal, `limits` applied and, last, the sandbox's `confinement`.
+pub(crate) async fn spawn(
+    mut command: Command,
+    limits: ResourceLimits,
+    confinement: Option<sandbox::Confinement>,
+) -> io::Result<Child> {
     command.process_group(0);
     let host_pid = std::process::id();
     set_parent_death_signal(&mut command, host_pid);
     if !limits.is_empty() {
         set_resource_limits(&mut command, limits);
+    }
+    // Last: the steps before it need nothing the sandbox denies, and no step
+    // after it runs in the host's rights.
+    if let Some(confinement) = confinement {
+        sandbox::install(&mut command, confinement);
     }
     // A oneshot, not a blocking receive: awaiting it needs no thread of tokio's
     // blocking pool, whose first use would add a thread start to every launch.

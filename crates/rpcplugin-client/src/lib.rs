@@ -39,6 +39,15 @@
 //! second later if the plugin is still there (from a reaper thread, so `drop` never
 //! blocks).
 //!
+//! # Sandboxed plugins (Linux)
+//!
+//! [`Builder::sandbox`] (or `PLUGIN_SANDBOX=on`) confines the plugin before it
+//! runs: Landlock rules on files and TCP ports, scoped signals and abstract
+//! sockets, `no_new_privs` and a seccomp deny-list. A [`Sandbox`] that names
+//! nothing still lets a plugin start, serve and stop; what it may read, write,
+//! run or dial beyond that is the policy's. [`PluginClient::sandbox`] says what
+//! was applied. docs/security.md has what each layer stops and what it does not.
+//!
 //! # Message size limits
 //!
 //! tonic keeps message limits in each generated client, and its default decodes
@@ -69,6 +78,7 @@ mod output;
 mod plugin_client;
 mod reattach;
 mod registry;
+mod sandbox;
 mod spawned;
 mod start;
 mod stdio;
@@ -86,6 +96,7 @@ pub use launch::ResourceLimits;
 pub use plugin_client::{ClientStatus, PluginClient, StartTimings};
 pub use reattach::AttachBuilder;
 pub use registry::{cleanup_plugins, kill_all_plugins, running_plugins};
+pub use rpcplugin_config::SandboxMode;
 pub use rpcplugin_config::{DEFAULT_HOST_MAX_MESSAGE_SIZE, Environment, Settings};
 pub use rpcplugin_core::{Endpoint, Error, ErrorKind, Result};
 pub use rpcplugin_crypto::{CertificateDer, Identity, KeyAlgorithm, Sha256, TlsConfig};
@@ -100,6 +111,9 @@ pub use rpcplugin_layers::{
 /// side too (plugins do it in `PluginServer::run`). The library never calls it for a
 /// host by itself, since the allocator belongs to the application.
 pub use rpcplugin_transport::tune_allocator;
+pub use sandbox::{
+    EffectiveSandbox, IfUnsupported, PathAccess, Sandbox, SandboxFeature, SandboxPath,
+};
 pub use stdio::{StdioChannel, StdioSink};
 pub use stop::{StopMethod, Stopped};
 pub use supervisor::{RestartPolicy, Supervisor, SupervisorEvent, SupervisorOptions};

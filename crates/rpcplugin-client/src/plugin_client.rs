@@ -14,7 +14,7 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use crate::{Builder, GrpcBroker, Target, output};
+use crate::{Builder, EffectiveSandbox, GrpcBroker, Target, output};
 #[cfg(feature = "otel")]
 use crate::{TraceContext, TracedChannel};
 
@@ -43,6 +43,8 @@ pub struct PluginClient {
     pub(crate) metrics: crate::metrics::Metrics,
     /// How long the phases of the start took; `None` for an attached client.
     pub(crate) timings: Option<StartTimings>,
+    /// The confinement the plugin was started with.
+    pub(crate) sandbox: Option<EffectiveSandbox>,
 }
 
 /// How long each phase of [`Builder::start`] took, from
@@ -148,6 +150,14 @@ impl PluginClient {
     /// Where the plugin serves.
     pub fn endpoint(&self) -> &Endpoint {
         &self.handshake.endpoint
+    }
+
+    /// The sandbox the plugin runs in, as applied: Landlock's rules (the implicit
+    /// ones included), TCP ports, scoping, seccomp, and what the kernel lacked.
+    /// `None` for an unconfined or attached plugin. See
+    /// [`Builder::sandbox`](crate::Builder::sandbox).
+    pub fn sandbox(&self) -> Option<&EffectiveSandbox> {
+        self.sandbox.as_ref()
     }
 
     /// Whether the connection runs mutual TLS.

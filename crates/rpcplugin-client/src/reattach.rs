@@ -258,6 +258,8 @@ impl AttachBuilder {
             calls: Default::default(),
             metrics: Default::default(),
             timings: None,
+            // Started by someone else, confined (or not) by them.
+            sandbox: None,
         })
     }
 }

@@ -15,7 +15,7 @@ use tokio::process::{Child, ChildStdout};
 use tokio::task::JoinHandle;
 
 use crate::connect::Connected;
-use crate::{PluginClient, output, registry, stdio, stop};
+use crate::{EffectiveSandbox, PluginClient, output, registry, stdio, stop};
 
 /// A plugin process between its spawn and its finished [`PluginClient`].
 ///
@@ -36,11 +36,18 @@ pub(crate) struct Spawned {
     /// Until the handshake line is read; then drained into the log.
     stdout: Option<BufReader<ChildStdout>>,
     stdout_task: Option<JoinHandle<()>>,
+    /// The confinement it was started with.
+    pub(crate) sandbox: Option<EffectiveSandbox>,
 }
 
 impl Spawned {
     /// Takes ownership of a just-spawned process and starts forwarding its stderr.
-    pub(crate) fn new(mut child: Child, name: String, socket_dir: SocketDir) -> Self {
+    pub(crate) fn new(
+        mut child: Child,
+        name: String,
+        socket_dir: SocketDir,
+        sandbox: Option<EffectiveSandbox>,
+    ) -> Self {
         let pid = child.id().unwrap_or_default();
         registry::register(pid, &name);
         tracing::debug!(plugin = %name, pid, "plugin started");
@@ -59,6 +66,7 @@ impl Spawned {
             socket_dir: Some(socket_dir),
             stderr_task,
             stdout_task: None,
+            sandbox,
             tail,
             name,
             pid,
@@ -186,6 +194,7 @@ impl Spawned {
             calls: Default::default(),
             metrics: Default::default(),
             timings: None,
+            sandbox: self.sandbox.take(),
             name,
         }
     }
@@ -220,7 +229,12 @@ mod tests {
     /// Spawns `sh -c script` the way a start does, with a cookie from the
     /// environment and a socket directory of its own.
     async fn spawn_sh(script: &str) -> Spawned {
+        spawn_sh_in(script, None).await
+    }
+
+    async fn spawn_sh_in(script: &str, sandbox: Option<crate::Sandbox>) -> Spawned {
         let builder = PluginClient::builder("/bin/sh")
+            .sandbox(sandbox)
             .args(["-c", script])
             .environment(Environment::from_pairs([
                 ("PLUGIN_MAGIC_COOKIE_KEY", "BASIC_PLUGIN"),
@@ -263,6 +277,26 @@ mod tests {
             line,
             format!("1|1|unix|{}/plugin.sock|grpc|", dir.display())
         );
+    }
+
+    #[tokio::test]
+    async fn a_sandboxed_child_reads_only_what_its_policy_names() {
+        let script = "a=denied; read -r l < /etc/passwd && a=passwd; \
+                      b=denied; read -r l < /etc/hostname && b=hostname; \
+                      c=denied; : > \"$PLUGIN_UNIX_SOCKET_DIR/x\" && c=socket-dir; \
+                      echo \"$a $b $c\"";
+        let policy = crate::Sandbox::new().read_path("/etc/hostname");
+        let mut confined = spawn_sh_in(script, Some(policy)).await;
+        let effective = confined.sandbox.clone().expect("sandboxed");
+        assert!(effective.filesystem, "{effective}");
+        let line = confined
+            .read_handshake(Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(line, "denied hostname socket-dir", "{effective}");
+        let mut free = spawn_sh_in(script, None).await;
+        let line = free.read_handshake(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(line, "passwd hostname socket-dir");
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rpcplugin_config::{Environment, Settings};
-use rpcplugin_core::{Error, Result};
+use rpcplugin_core::{Error, Network, Result};
 use rpcplugin_crypto::Sha256;
 use rpcplugin_handshake::{MagicCookie, PluginEnv};
 use rpcplugin_transport::SocketDir;
@@ -21,7 +21,9 @@ use tokio::process::Command;
 
 use crate::spawned::Spawned;
 use crate::tls::HostTls;
-use crate::{Builder, PluginClient, StartTimings, connect, handshake, launch, tls};
+use crate::{
+    Builder, PluginClient, Sandbox, StartTimings, connect, handshake, launch, sandbox, tls,
+};
 
 /// [`Builder::start`]: the settings, then attempts, retried as the settings say.
 pub(crate) async fn start(builder: Builder) -> Result<PluginClient> {
@@ -167,6 +169,8 @@ pub(crate) struct Resolved {
     /// How long each stop step waits.
     pub(crate) grace: Duration,
     pub(crate) host_tls: HostTls,
+    /// The plugin's sandbox: the builder's choice, else `PLUGIN_SANDBOX`'s.
+    pub(crate) sandbox: Option<Sandbox>,
 }
 
 impl Resolved {
@@ -193,7 +197,12 @@ impl Resolved {
             .with_hint("call .protocol_versions([1]) on the client builder"));
         }
         let host_tls = tls::resolve(&builder.tls, &settings)?;
+        let sandbox = match &builder.sandbox {
+            Some(choice) => choice.clone(),
+            None => Sandbox::from_settings(&settings),
+        };
         Ok(Self {
+            sandbox,
             cookie: MagicCookie::new(key, value)?,
             handshake_timeout: settings.handshake_timeout,
             grace: settings.shutdown_grace,
@@ -285,12 +294,73 @@ pub(crate) async fn spawn(
         settings.unix_socket_dir.as_deref(),
         settings.unix_socket_group.as_deref(),
     )?;
-    let command = plugin_command(builder, resolved, program, socket_dir.path());
-    // A failed spawn drops `socket_dir`, which removes it.
-    let child = launch::spawn(command, builder.limits)
+    // A failure from here on drops `socket_dir`, which removes it.
+    let (program, prepared) = match &resolved.sandbox {
+        None => (program.to_owned(), None),
+        Some(policy) => {
+            let (path, prepared) = prepare_sandbox(policy, resolved, program, socket_dir.path())?;
+            (path, Some(prepared))
+        }
+    };
+    let command = plugin_command(builder, resolved, &program, socket_dir.path());
+    let (confinement, effective) = match prepared {
+        Some(prepared) => (Some(prepared.confinement), Some(prepared.effective)),
+        None => (None, None),
+    };
+    let child = launch::spawn(command, builder.limits, confinement)
         .await
-        .map_err(|err| spawn_error(&builder.program, err))?;
-    Ok(Spawned::new(child, resolved.name.clone(), socket_dir))
+        .map_err(|err| spawn_error(&builder.program, err, effective.is_some()))?;
+    if let Some(effective) = &effective {
+        tracing::info!(
+            plugin = %resolved.name,
+            pid = child.id().unwrap_or_default(),
+            sandbox = %effective,
+            "plugin sandboxed"
+        );
+    }
+    Ok(Spawned::new(
+        child,
+        resolved.name.clone(),
+        socket_dir,
+        effective,
+    ))
+}
+
+/// The sandbox of this start, and the executable to run: resolved to a path first
+/// (as the spawn would resolve it), since the sandbox lets exactly that file run.
+fn prepare_sandbox(
+    policy: &Sandbox,
+    resolved: &Resolved,
+    program: &OsStr,
+    socket_dir: &Path,
+) -> Result<(OsString, sandbox::Prepared)> {
+    let path = resolve_program(program, &resolved.env).ok_or_else(|| {
+        Error::new(
+            Code::ProcessSpawn,
+            format!("cannot find plugin {}", program.to_string_lossy()),
+        )
+        .with_hint("give a path to the plugin executable, or put its directory on PATH")
+    })?;
+    let settings = &resolved.settings;
+    // The plugin's own listener: the host's port range, as the plugin binds it
+    // (TcpTransport: 0..=0 means a port the system chooses), or any free port.
+    // A fixed port (PLUGIN_SERVER_PORT in the host's settings, which the plugin
+    // inherits) wins, as it does in the plugin.
+    let tcp_bind = settings.client_transports.contains(&Network::Tcp).then(|| {
+        match (settings.server_port, settings.min_port, settings.max_port) {
+            (Some(port), _, _) => port..=port,
+            (None, Some(min), Some(max)) if max > 0 => min.max(1)..=max,
+            _ => 0..=0,
+        }
+    });
+    let target = sandbox::Target {
+        name: &resolved.name,
+        program: &path,
+        socket_dir,
+        tcp_bind,
+    };
+    let prepared = sandbox::prepare(policy, &target)?;
+    Ok((path.into_os_string(), prepared))
 }
 
 /// The plugin's command line and environment: the builder's, then the protocol's
@@ -317,6 +387,13 @@ fn plugin_command(
     if builder.env_clear {
         command.env_clear();
     }
+    if resolved.sandbox.is_some() {
+        // A sandboxed plugin's temporary files go in its private directory, which
+        // it may write and the host removes: go-plugin before 1.5 makes its socket
+        // in os.TempDir() whatever PLUGIN_UNIX_SOCKET_DIR says. The builder's
+        // TMPDIR, set next, wins (and needs a write path).
+        command.env("TMPDIR", socket_dir);
+    }
     command.envs(builder.envs.iter().map(|(k, v)| (k, v)));
     // Never hand the host's private key down, and never let a certificate this
     // host inherited (from its own host) stand in for the one it sends.
@@ -333,13 +410,35 @@ fn plugin_command(
     command
 }
 
-fn spawn_error(program: &OsStr, err: std::io::Error) -> Error {
+fn spawn_error(program: &OsStr, err: std::io::Error, sandboxed: bool) -> Error {
     let hint = match err.kind() {
         std::io::ErrorKind::NotFound => {
             "check the path to the plugin executable (relative paths are resolved against PATH and the working directory)"
         }
+        std::io::ErrorKind::PermissionDenied if sandboxed => {
+            "make the plugin file executable (chmod +x); a plugin that is a script needs its \
+             interpreter in the sandbox's exec paths (PLUGIN_SANDBOX_EXEC_PATHS, \
+             Sandbox::exec_path)"
+        }
         std::io::ErrorKind::PermissionDenied => {
             "make the plugin file executable (chmod +x) and check its directory permissions"
+        }
+        // What else fails between fork and exec of a sandboxed plugin is the
+        // sandbox: no_new_privs, Landlock's restrict_self or seccomp.
+        _ if sandboxed => {
+            return Error::new(
+                Code::SecuritySandboxApply,
+                format!(
+                    "the sandbox could not be applied to plugin {}",
+                    program.to_string_lossy()
+                ),
+            )
+            .with_source(err)
+            .with_hint(
+                "the kernel refused to confine the process; a host that is itself \
+                 sandboxed in 16 Landlock layers cannot add one more (E2BIG): start the \
+                 host with fewer, or start the plugin without a sandbox",
+            );
         }
         _ => "check that the plugin executable can be run on this machine",
     };

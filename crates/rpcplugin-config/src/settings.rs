@@ -1,6 +1,6 @@
 //! The typed settings and how they are merged.
 
-use crate::{ConfigValue, Environment, Loaded, NoticeKind, Origin, Overlay, de};
+use crate::{ConfigValue, Environment, Loaded, NoticeKind, Origin, Overlay, SandboxMode, de};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use rpcplugin_core::Code;
@@ -109,6 +109,35 @@ pub struct Settings {
     /// go-plugin hosts send 25000).
     #[serde(deserialize_with = "opt_port")]
     pub max_port: Option<u16>,
+    // The sandbox (issue 18): one block, parsed in crate::sandbox.
+    /// Host side: confine the plugins it starts (`PLUGIN_SANDBOX`: `off`, `on` or
+    /// `best-effort`; default off): Landlock file-system and TCP rules, no new
+    /// privileges and a seccomp deny-list, applied before the plugin runs. With `on`
+    /// a kernel that lacks a feature makes the start fail; `best-effort` warns and
+    /// runs the plugin with what the kernel offers. A builder's `.sandbox(..)` wins.
+    pub sandbox: SandboxMode,
+    /// Host side: what a confined plugin may read besides its executable, the system
+    /// libraries and its socket directory (`PLUGIN_SANDBOX_READ_PATHS`, paths
+    /// separated by `:` like `PATH`; a directory covers everything beneath it).
+    #[serde(deserialize_with = "crate::sandbox::path_list")]
+    pub sandbox_read_paths: Vec<PathBuf>,
+    /// Host side: what a confined plugin may read, write, create and remove
+    /// (`PLUGIN_SANDBOX_WRITE_PATHS`, separated by `:`).
+    #[serde(deserialize_with = "crate::sandbox::path_list")]
+    pub sandbox_write_paths: Vec<PathBuf>,
+    /// Host side: programs (or directories of them) a confined plugin may run
+    /// besides itself (`PLUGIN_SANDBOX_EXEC_PATHS`, separated by `:`).
+    #[serde(deserialize_with = "crate::sandbox::path_list")]
+    pub sandbox_exec_paths: Vec<PathBuf>,
+    /// Host side: TCP ports a confined plugin may connect to
+    /// (`PLUGIN_SANDBOX_TCP_CONNECT`, separated by `,`; default none).
+    #[serde(deserialize_with = "crate::sandbox::port_list")]
+    pub sandbox_tcp_connect: Vec<u16>,
+    /// Host side: with the sandbox on, also deny system calls a plugin never needs
+    /// (ptrace, mount, kexec, module loading, bpf...) with a seccomp filter
+    /// (`PLUGIN_SANDBOX_SECCOMP`, default true).
+    #[serde(deserialize_with = "de::boolean")]
+    pub sandbox_seccomp: bool,
     /// Host side: how long connecting to the announced address may take, TLS
     /// included (`PLUGIN_CONNECTION_TIMEOUT`, default 5 s).
     #[serde(with = "duration_serde")]
@@ -239,6 +268,12 @@ pub const KEYS: &[&str] = &[
     "unix_socket_group",
     "min_port",
     "max_port",
+    "sandbox",
+    "sandbox_read_paths",
+    "sandbox_write_paths",
+    "sandbox_exec_paths",
+    "sandbox_tcp_connect",
+    "sandbox_seccomp",
     "connection_timeout",
     "grpc_keepalive_time",
     "grpc_keepalive_timeout",
@@ -296,6 +331,12 @@ impl Default for Settings {
             unix_socket_group: None,
             min_port: None,
             max_port: None,
+            sandbox: SandboxMode::Off,
+            sandbox_read_paths: Vec::new(),
+            sandbox_write_paths: Vec::new(),
+            sandbox_exec_paths: Vec::new(),
+            sandbox_tcp_connect: Vec::new(),
+            sandbox_seccomp: true,
             connection_timeout: Duration::from_secs(5),
             grpc_keepalive_time: None,
             grpc_keepalive_timeout: Duration::from_secs(20),

@@ -206,6 +206,14 @@ codes! {
     /// A debug-mode plugin was asked to serve plaintext over TCP, which any local user
     /// could reach.
     SecurityDebugPlaintextTcp = "security.debug_plaintext_tcp", Security;
+    /// The plugin's sandbox needs a kernel feature this kernel lacks (Landlock, its
+    /// network rules, its scoping, or seccomp); the hint names it.
+    SecuritySandboxUnsupported = "security.sandbox_unsupported", Security;
+    /// A path named in the sandbox policy cannot be opened (missing, or not readable
+    /// by the host).
+    SecuritySandboxPath = "security.sandbox_path", Config;
+    /// The sandbox could not be prepared or applied to the plugin's process.
+    SecuritySandboxApply = "security.sandbox_apply", Security;
 
     /// A PEM value (file, `file://` URI or inline) is empty.
     CryptoEmptyValue = "crypto.empty_value", Config;

@@ -3,7 +3,8 @@
 # bench.v1.Bench), kv-host, bench-host (the go-plugin load generator),
 # counter-plugin and counter-host (the bidirectional example), and
 # mux-counter-host and mux-counter-plugin (go-plugin 1.6's multiplexed broker
-# by hand, on hashicorp/yamux).
+# by hand, on hashicorp/yamux), and probe-plugin (tries files, programs and TCP
+# ports on request, to see a host's sandbox confine a Go plugin).
 #
 #   tests/interop/go/build.sh OUTDIR
 #
@@ -63,7 +64,7 @@ fi
 # ---------------------------------------------------------------- GOPATH
 # OUTDIR/gopath/src is a fresh copy of tests/interop/go/src (packages
 # kvproto, kvplugin, kvhost, benchproto, benchhost, counterproto, counterplugin,
-# counterhost, muxhost, muxplugin); Debian's Go sources come second in GOPATH.
+# counterhost, muxhost, muxplugin, probeplugin); Debian's Go sources come second in GOPATH.
 GOP="$OUTDIR/gopath"
 mkdir -p "$GOP/src" "$GOP/cache"
 rm -rf "$GOP/src.new"
@@ -83,10 +84,10 @@ if [ -z "$GO" ] && [ -x /usr/lib/go/bin/go ]; then GO=/usr/lib/go/bin/go; fi
 if [ -z "$GO" ]; then log "FAIL: go not found"; exit 1; fi
 
 log "$("$GO" version), GOPATH=$GOPATH"
-for b in kvplugin:kv-plugin kvhost:kv-host benchhost:bench-host counterplugin:counter-plugin counterhost:counter-host muxhost:mux-counter-host muxplugin:mux-counter-plugin; do
+for b in kvplugin:kv-plugin kvhost:kv-host benchhost:bench-host counterplugin:counter-plugin counterhost:counter-host muxhost:mux-counter-host muxplugin:mux-counter-plugin probeplugin:probe-plugin; do
     pkg="${b%%:*}"; out="${b##*:}"
     log "go build -o $OUTDIR/$out $pkg"
     (cd "$GOP/src/$pkg" && "$GO" build -o "$OUTDIR/$out.tmp" .)
     mv -f "$OUTDIR/$out.tmp" "$OUTDIR/$out"
 done
-log "built $OUTDIR/kv-plugin, kv-host, bench-host, counter-plugin, counter-host, mux-counter-host and mux-counter-plugin"
+log "built $OUTDIR/kv-plugin, kv-host, bench-host, counter-plugin, counter-host, mux-counter-host, mux-counter-plugin and probe-plugin"
