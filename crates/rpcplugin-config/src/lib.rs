@@ -4,8 +4,11 @@
 //! variables (the others receive values):
 //!
 //! - [`Settings`]: the tunables a user sets (timeouts, transports, message limits,
-//!   the magic cookie), merged with [figment] from defaults < `PLUGIN_*`
-//!   environment variables; builders then apply values set in code on top.
+//!   the magic cookie), merged with [figment] from defaults < a config file <
+//!   `PLUGIN_*` environment variables < an [`Overlay`] of values set in code;
+//!   [`Settings::resolve`] also says where each value came from ([`Origin`]) and
+//!   what was set but not used ([`Notice`]), and [`names`] holds
+//!   pyvider-rpcplugin's names for the settings.
 //! - [`Environment`]: a snapshot of the process environment, through which a
 //!   plugin reads what its host passed (the magic cookie, whose variable name is
 //!   chosen by the application, `PLUGIN_PROTOCOL_VERSIONS`, `PLUGIN_CLIENT_CERT`...).

@@ -382,8 +382,10 @@ impl Settings {
     /// `file` when given (a path set in code), else `PLUGIN_CONFIG_FILE`; TOML, YAML
     /// or JSON by its extension, with the settings' keys (`handshake_timeout = "5s"`).
     ///
-    /// Unknown `PLUGIN_*` variables are logged as warnings, with the setting they
-    /// were probably meant to be; unknown keys in a file are errors.
+    /// Unknown `PLUGIN_*` variables (with the setting they were probably meant to
+    /// be) and pyvider-rpcplugin variables rpcplugin does not use (with the reason)
+    /// are said once each by [`report`](crate::report); unknown keys in a file are
+    /// errors.
     ///
     /// # Errors
     ///
