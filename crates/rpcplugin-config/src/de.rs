@@ -99,35 +99,6 @@ pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     d.deserialize_any(V)
 }
 
-/// A TCP port, 1 to 65535, as a number or a string of digits.
-pub(crate) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = u16;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a TCP port from 1 to 65535")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
-            u16::try_from(v)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(v), &self))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
-            u64::try_from(v)
-                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-                .and_then(|v| self.visit_u64(v))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<u16, E> {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
-                .and_then(|n| self.visit_u64(n))
-        }
-    }
-    d.deserialize_any(V)
-}
-
 /// A boolean as people write it: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
 pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     struct V;
@@ -183,87 +154,6 @@ pub(crate) fn positive_number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D:
                 .parse::<f64>()
                 .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
                 .and_then(|n| self.visit_f64(n))
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// A count from 1 to `u32::MAX`, as a number or a string of digits.
-pub(crate) fn positive_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = u32;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a whole number from 1")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
-            u32::try_from(v)
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(v), &self))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
-            u64::try_from(v)
-                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-                .and_then(|v| self.visit_u64(v))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
-                .and_then(|n| self.visit_u64(n))
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// A count from 0 to `u32::MAX`, as a number or a string of digits.
-pub(crate) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = u32;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a whole number from 0")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
-            u32::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
-            u64::try_from(v)
-                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-                .and_then(|v| self.visit_u64(v))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
-                .and_then(|n| self.visit_u64(n))
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// A TCP port, 0 (any) to 65535, as a number or a string of digits.
-pub(crate) fn port_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = u16;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a TCP port from 0 (any) to 65535")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
-            u16::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
-            u64::try_from(v)
-                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-                .and_then(|v| self.visit_u64(v))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<u16, E> {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
-                .and_then(|n| self.visit_u64(n))
         }
     }
     d.deserialize_any(V)
@@ -333,4 +223,68 @@ pub(crate) fn versions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::E
         }
     }
     d.deserialize_any(V)
+}
+
+/// A whole number from `min` to `max`, as a number or a string of digits;
+/// `expecting` says which in errors.
+fn whole<'de, D: Deserializer<'de>>(
+    d: D,
+    min: u64,
+    max: u64,
+    expecting: &'static str,
+) -> Result<u64, D::Error> {
+    struct V {
+        min: u64,
+        max: u64,
+        expecting: &'static str,
+    }
+    impl Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            if (self.min..=self.max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                .and_then(|n| self.visit_u64(n))
+        }
+    }
+    d.deserialize_any(V {
+        min,
+        max,
+        expecting,
+    })
+}
+
+/// A TCP port, 1 to 65535, as a number or a string of digits.
+pub(crate) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    whole(d, 1, u16::MAX.into(), "a TCP port from 1 to 65535").map(|n| n as u16)
+}
+
+/// A TCP port, 0 (any) to 65535, as a number or a string of digits.
+pub(crate) fn port_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    whole(d, 0, u16::MAX.into(), "a TCP port from 0 (any) to 65535").map(|n| n as u16)
+}
+
+/// A count from 1 to `u32::MAX`, as a number or a string of digits.
+pub(crate) fn positive_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    whole(d, 1, u32::MAX.into(), "a whole number from 1").map(|n| n as u32)
+}
+
+/// A count from 0 to `u32::MAX`, as a number or a string of digits.
+pub(crate) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    whole(d, 0, u32::MAX.into(), "a whole number from 0").map(|n| n as u32)
 }
