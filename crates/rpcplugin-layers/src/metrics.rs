@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::BoxFuture;
 use http_body::Body as HttpBody;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter, UpDownCounter};
 use tonic::body::Body;
 
-use crate::stats::{Counted, Observe};
+use crate::stats::{Observe, call_observed};
 
 /// Which side of a call is measured: the names of the instruments differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,29 +199,10 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
-        if self.metrics.inner.skip.iter().any(|p| path.starts_with(p)) {
-            return self
-                .inner
-                .call(request)
-                .map(|result| result.map(|response| response.map(Body::new)))
-                .boxed();
-        }
-        let mut measured = self.metrics.start(path);
-        self.inner
-            .call(request)
-            .map(move |result| {
-                result.map(|response| {
-                    measured.observe(response.headers());
-                    response.map(|body| {
-                        Body::new(Counted {
-                            body,
-                            guard: measured,
-                        })
-                    })
-                })
-                // No response: `measured` drops here, recorded as UNKNOWN.
-            })
-            .boxed()
+        let skipped = self.metrics.inner.skip.iter().any(|p| path.starts_with(p));
+        // No response: the measurement drops at once, recorded as UNKNOWN.
+        let measured = (!skipped).then(|| self.metrics.start(path));
+        call_observed(&mut self.inner, request, measured)
     }
 }
 

@@ -184,25 +184,42 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
-        if self.skip.iter().any(|prefix| path.starts_with(prefix)) {
-            return self
-                .inner
-                .call(request)
-                .map(|result| result.map(|response| response.map(Body::new)))
-                .boxed();
-        }
-        let mut guard = self.stats.start();
-        self.inner
-            .call(request)
-            .map(move |result| {
-                result.map(|response| {
-                    guard.observe(response.headers());
-                    response.map(|body| Body::new(Counted { body, guard }))
-                })
-                // An error (no response): the guard drops here, counted as failed.
-            })
-            .boxed()
+        let skipped = self.skip.iter().any(|prefix| path.starts_with(prefix));
+        // An error (no response) drops the guard at once: a failed call.
+        let guard = (!skipped).then(|| self.stats.start());
+        call_observed(&mut self.inner, request, guard)
     }
+}
+
+/// Calls `inner` with `request`, `guard` (when there is one) seeing the
+/// response's status and ending with its body.
+pub(crate) fn call_observed<S, B, ResBody, G>(
+    inner: &mut S,
+    request: http::Request<B>,
+    guard: Option<G>,
+) -> BoxFuture<'static, Result<http::Response<Body>, S::Error>>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: HttpBody<Data = bytes::Bytes> + Send + Unpin + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    G: Observe + Send + Unpin + 'static,
+{
+    let Some(mut guard) = guard else {
+        return inner
+            .call(request)
+            .map(|result| result.map(|response| response.map(Body::new)))
+            .boxed();
+    };
+    inner
+        .call(request)
+        .map(move |result| {
+            result.map(|response| {
+                guard.observe(response.headers());
+                response.map(|body| Body::new(Counted { body, guard }))
+            })
+        })
+        .boxed()
 }
 
 /// A response body that ends its call when it ends or is dropped.
