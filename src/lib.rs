@@ -180,7 +180,16 @@ pub use rpcplugin_core::{
 /// One side's TLS choices (what it presents, what it trusts, AutoMTLS or not),
 /// given to a host's or a plugin's builder with `.tls(..)`.
 pub use rpcplugin_crypto::TlsConfig;
+/// tonic, in the version rpcplugin serves and calls with: generated code names it.
 pub use tonic;
+
+/// prost, in the version rpcplugin's generated code uses: messages generated in your
+/// crate derive `prost::Message` from it.
+pub use prost;
+
+/// tonic's prost codec, in the version rpcplugin uses: generated clients and servers
+/// name `tonic_prost::ProstCodec`.
+pub use tonic_prost;
 
 /// OpenTelemetry's API, in the version the `otel` feature uses.
 #[cfg(feature = "otel")]
