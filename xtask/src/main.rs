@@ -193,6 +193,14 @@ fn ci(root: &Path) -> Result<()> {
         .concat(),
         &[],
     )?;
+    // A plugin author's crate outside the workspace (its own proto, plugin and
+    // in-process test), depending on the facade by path as a user would.
+    run_cmd(
+        &root.join("tests/empty-crate"),
+        "cargo",
+        &["test", "--locked", "--offline"],
+        &[],
+    )?;
     run_cmd(root, "cargo", &["test", "--workspace", "--doc"], &[])?;
     run_cmd(
         root,
