@@ -56,3 +56,87 @@ fn abstract_socket_runs_a_plugin_over_a_custom_transport() {
         "the plugin and its socket are gone after stop"
     );
 }
+
+/// Runs an example to its end (at most 60 s) and returns its stdout, failing with its
+/// stderr when it fails.
+fn run_example(name: &str) -> String {
+    let mut child = std::process::Command::new(common::example(name))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} did not finish within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn server_setup_shows_each_builder_choice_from_the_host() {
+    let stdout = run_example("server_setup");
+    for expected in [
+        "version: host offers 2 and 3, plugin serves 1 and 2: agreed on 2",
+        "message limit: 512 KiB put accepted",
+        "message limit: 2048 KiB put refused with OutOfRange",
+        "concurrency: health during the load: SERVING",
+        "concurrency: 2 served, 2 refused with ResourceExhausted",
+        "health: after \"unhealthy\": NOT_SERVING",
+        "health: after \"healthy\": SERVING",
+        "drain: the call in flight completed; plugin stopped: Graceful",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}");
+    }
+}
+
+#[test]
+fn client_connection_restarts_a_crashed_plugin_and_stops_it() {
+    let stdout = run_example("client_connection");
+    for expected in [
+        "settings: handshake_timeout = 10s from code",
+        "health: SERVING",
+        "crash: the call failed with ",
+        "crash: exited, exit status: 3",
+        "crash: restarted as pid ",
+        "after the restart: hello = \"\"",
+        "stopped: plugin pid ",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}");
+    }
+    assert!(stdout.trim_end().ends_with(" gone"), "the plugin is gone");
+    // The 100 ms deadline ends a call the plugin takes a second to answer.
+    let deadline = stdout
+        .lines()
+        .find(|l| l.starts_with("deadline: "))
+        .unwrap();
+    let ms: u64 = deadline
+        .rsplit(" after ")
+        .next()
+        .and_then(|t| t.strip_suffix(" ms"))
+        .and_then(|t| t.parse().ok())
+        .unwrap();
+    assert!((100..900).contains(&ms), "{deadline}");
+    // A new process, not the old one answering again.
+    let pid = |prefix: &str| {
+        let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap();
+        line[prefix.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(pid("started: plugin pid "), pid("crash: restarted as pid "));
+}
