@@ -140,3 +140,18 @@ fn client_connection_restarts_a_crashed_plugin_and_stops_it() {
     };
     assert_ne!(pid("started: plugin pid "), pid("crash: restarted as pid "));
 }
+
+#[test]
+fn transport_options_serves_unix_then_tcp_in_range_and_shows_the_negotiation() {
+    let stdout = run_example("transport_options");
+    for expected in [
+        "unix: socket directory gone after the stop",
+        "tcp: served at 127.0.0.1:",
+        "loopback true, port in 20000..=20100 true",
+        "error: plugin transport_options serves over tcp, which this host does not accept",
+        "hint: PLUGIN_CLIENT_TRANSPORTS allows [Unix]",
+        "negotiation: plugin prefers tcp then unix, host accepts both: tcp",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}");
+    }
+}
