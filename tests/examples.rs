@@ -155,3 +155,30 @@ fn transport_options_serves_unix_then_tcp_in_range_and_shows_the_negotiation() {
         assert!(stdout.contains(expected), "missing {expected:?}");
     }
 }
+
+/// The number in `line` just before `word` ("produced 3 and", "at most 37 ahead").
+fn number_before(stdout: &str, prefix: &str, word: &str) -> u64 {
+    let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap();
+    let before = &line[..line.find(word).unwrap()];
+    before.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+#[test]
+fn async_patterns_shows_the_four_shapes_cancellation_deadline_and_back_pressure() {
+    let stdout = run_example("async_patterns");
+    for expected in [
+        "unary: 40 + 2 = 42",
+        "server stream: [1, 2, 3, 4, 5]",
+        "client stream: 1 + ... + 10 = 55",
+        "bidi: running sums of 5, 10, 20: [5, 15, 35]",
+        "then the host's deadline dropped it",
+        "concurrent: 200 calls at once, all answered",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}");
+    }
+    // Dropping a stream, or its deadline passing, stops the plugin's producer long
+    // before the 1000 numbers asked for; a slow reader holds it back.
+    assert!(number_before(&stdout, "cancel: ", " and stopped") < 100);
+    assert!(number_before(&stdout, "deadline: ", " of 1000") < 100);
+    assert!(number_before(&stdout, "back-pressure: ", " ahead") < 200);
+}

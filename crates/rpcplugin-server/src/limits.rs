@@ -68,6 +68,7 @@ macro_rules! impl_limited_service {
 impl_limited_service!(rpcplugin_proto::examples::kv::kv_server::KvServer<T>);
 impl_limited_service!(rpcplugin_proto::examples::bench::bench_server::BenchServer<T>);
 impl_limited_service!(rpcplugin_proto::examples::counter::counter_server::CounterServer<T>);
+impl_limited_service!(rpcplugin_proto::examples::streams::streams_server::StreamsServer<T>);
 
 /// A gRPC service the plugin can serve: what tonic's router accepts, which every
 /// tonic-generated `XxxServer<T>` is.
