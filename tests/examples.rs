@@ -182,3 +182,28 @@ fn async_patterns_shows_the_four_shapes_cancellation_deadline_and_back_pressure(
     assert!(number_before(&stdout, "deadline: ", " of 1000") < 100);
     assert!(number_before(&stdout, "back-pressure: ", " ahead") < 200);
 }
+
+#[test]
+fn production_config_layers_file_environment_and_code_and_forwards_the_plugins_logs() {
+    let stdout = run_example("production_config");
+    for expected in [
+        "setting: handshake_timeout = 8s from PLUGIN_HANDSHAKE_TIMEOUT (environment)",
+        "setting: shutdown_grace = 1s from code",
+        "setting: connection_timeout = 4s from rpcplugin.toml line 3",
+        "resource limits: the plugin's open files limit is 256",
+        "rate limit: of 6 calls at once, 3 served, 3 refused",
+        "stopped: Graceful",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}");
+    }
+    // The plugin's tracing events, re-emitted by the host with its name and pid.
+    let forwarded = stdout
+        .lines()
+        .filter(|l| l.contains(" INFO ") && l.contains("plugin log: served a get"))
+        .filter(|l| l.contains("plugin=production_config pid="))
+        .count();
+    assert!(
+        forwarded >= 4,
+        "{forwarded} plugin log lines in the host's output"
+    );
+}
