@@ -207,3 +207,35 @@ fn production_config_layers_file_environment_and_code_and_forwards_the_plugins_l
         "{forwarded} plugin log lines in the host's output"
     );
 }
+
+/// The first number after `label` on the line starting with `prefix`.
+fn figure(stdout: &str, prefix: &str, label: &str) -> f64 {
+    let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap();
+    let after = &line[line.find(label).unwrap() + label.len()..];
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn performance_tuning_measures_message_size_and_concurrency_and_lists_the_recorded_figures() {
+    let stdout = run_example("performance_tuning");
+    // Directions with a wide margin (hundreds of times, five times here), so that a
+    // busy machine does not flip them.
+    let small = figure(&stdout, "message size: echo    1 KiB", "KiB:");
+    let large = figure(&stdout, "message size: echo 1024 KiB", "KiB:");
+    assert!(
+        large > 10.0 * small,
+        "1 MiB echoes {large} MiB/s, 1 KiB {small}"
+    );
+    let one = figure(&stdout, "concurrency: echo 1 KiB,  1 at once", "once:");
+    let many = figure(&stdout, "concurrency: echo 1 KiB, 16 at once", "once:");
+    assert!(many > one, "16 at once {many} calls/s, one at a time {one}");
+    for expected in [
+        "chunk size: download 16 MiB in   4 KiB chunks:",
+        "chunk size: download 16 MiB in 256 KiB chunks:",
+        "recorded: lto = \"fat\" and codegen-units = 1",
+        "recorded: glibc allocator thresholds",
+        "recorded: AWS_LC_SYS_NO_JITTER_ENTROPY=1",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}");
+    }
+}
