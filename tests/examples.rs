@@ -239,3 +239,16 @@ fn performance_tuning_measures_message_size_and_concurrency_and_lists_the_record
         assert!(stdout.contains(expected), "missing {expected:?}");
     }
 }
+
+#[test]
+fn custom_protocols_serves_a_hand_written_contract_in_two_versions_within_the_limits() {
+    let stdout = run_example("custom_protocols");
+    for expected in [
+        "version 1: a host offering [1] is greeted \"hello, Ada\"; proto.KV: Unimplemented",
+        "version 2: a host offering [1, 2] is greeted \"good day, Ada\"; proto.KV: served",
+        "message limit: a 300 KiB name accepted",
+        "message limit: a 2048 KiB name refused with OutOfRange",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?}");
+    }
+}
