@@ -190,7 +190,7 @@ fn leaf_params(role: Role, opts: &CertOptions, both_usages: bool) -> Result<Cert
 }
 
 fn key_pair(alg: KeyAlgorithm) -> Result<KeyPair> {
-    KeyPair::generate_for(alg.rcgen_alg()).map_err(gen_error)
+    crate::entropy::timed(|| KeyPair::generate_for(alg.rcgen_alg())).map_err(gen_error)
 }
 
 fn identity_from(cert: &rcgen::Certificate, key: &KeyPair) -> Identity {
