@@ -36,7 +36,8 @@
 //! each pay when they make their AutoMTLS keys; with it, the kernel's `getrandom`
 //! is the entropy source, as for ring, Go and OpenSSL (`docs/security.md`, "Start-up
 //! cost of randomness"). A library cannot set it for you: aws-lc reads it when it
-//! is built, in your build.
+//! is built, in your build. Without it, the first AutoMTLS start of a host or a
+//! plugin warns once with this remedy.
 //!
 //! `cargo run --example quick_start` runs the two halves below in one program;
 //! `docs/plugin-authors.md` goes from an empty crate to a plugin a Go host runs,
