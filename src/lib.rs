@@ -10,7 +10,41 @@
 //! This crate re-exports the layers; depend on one of them alone if that is all you
 //! need ([`handshake`] to parse handshake lines, [`transport`] for private sockets).
 //!
-//! # A plugin
+//! # Quick start
+//!
+//! In `Cargo.toml` (the three crates generated code names, in the versions rpcplugin
+//! uses; they are re-exported here as [`tonic`], [`prost`] and [`tonic_prost`]):
+//!
+//! ```toml
+//! [dependencies]
+//! rpcplugin = "0.1"
+//! tokio = { version = "1", features = ["rt"] }
+//! tonic = { version = "0.14", default-features = false }
+//! prost = "0.14"
+//! tonic-prost = "0.14"
+//! ```
+//!
+//! and, for a fast start, in `.cargo/config.toml` beside it:
+//!
+//! ```toml
+//! [env]
+//! AWS_LC_SYS_NO_JITTER_ENTROPY = "1"
+//! ```
+//!
+//! Without it, aws-lc (the crypto library under rustls) samples CPU jitter for
+//! about 60 ms at the first random byte of every process, which host and plugin
+//! each pay when they make their AutoMTLS keys; with it, the kernel's `getrandom`
+//! is the entropy source, as for ring, Go and OpenSSL (`docs/security.md`, "Start-up
+//! cost of randomness"). A library cannot set it for you: aws-lc reads it when it
+//! is built, in your build. Without it, the first AutoMTLS start of a host or a
+//! plugin warns once with this remedy.
+//!
+//! `cargo run --example quick_start` runs the two halves below in one program;
+//! `docs/plugin-authors.md` goes from an empty crate to a plugin a Go host runs,
+//! with your own `.proto` (see also [Your own proto](#your-own-proto)), and
+//! `docs/hosts.md` covers launching, calling and supervising plugins.
+//!
+//! ## A plugin
 //!
 //! ```no_run
 //! use rpcplugin::proto::examples::kv::kv_server::{Kv, KvServer};
@@ -37,7 +71,7 @@
 //! }
 //! ```
 //!
-//! # A host
+//! ## A host
 //!
 //! ```no_run
 //! use rpcplugin::proto::examples::kv::{kv_client::KvClient, GetRequest};
@@ -54,7 +88,51 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `cargo run --example quick_start` runs both halves in one program.
+//! # Your own proto
+//!
+//! Compile it in your crate's `build.rs` with `tonic-prost-build`, and with protox
+//! (a protobuf compiler in Rust) no system `protoc` is needed:
+//!
+//! ```toml
+//! [build-dependencies]
+//! protox = "0.9"
+//! tonic-prost-build = "0.14"
+//! ```
+//!
+//! ```ignore
+//! // build.rs
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     println!("cargo:rerun-if-changed=proto");
+//!     let descriptors = protox::compile(["proto/greeter.proto"], ["proto"])?;
+//!     tonic_prost_build::configure()
+//!         .build_transport(false) // rpcplugin brings its own connections
+//!         .compile_fds(descriptors)?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Then include the generated code, and say once that its server takes the
+//! plugin's message limits ([`server::impl_limited_service!`]); without that line,
+//! `add_service` does not compile and the error names the macro:
+//!
+//! ```ignore
+//! pub mod pb {
+//!     rpcplugin::tonic::include_proto!("greeter.v1");
+//! }
+//! rpcplugin::server::impl_limited_service!(pb::greeter_server::GreeterServer<T>);
+//!
+//! fn main() -> std::process::ExitCode {
+//!     rpcplugin::plugin_server()
+//!         .handshake("GREETER_PLUGIN", "hello")
+//!         // 256 MiB messages by default, not tonic's 4 MiB.
+//!         .add_service(pb::greeter_server::GreeterServer::new(Greeter))
+//!         .run()
+//! }
+//! ```
+//!
+//! The repository's `tests/empty-crate` is that crate, built and run in CI: a
+//! go-plugin host health-checks its plugin, and its own test serves it in process
+//! with [`testing`].
 //!
 //! # Security
 //!
@@ -200,7 +278,16 @@ pub use rpcplugin_core::{
 /// One side's TLS choices (what it presents, what it trusts, AutoMTLS or not),
 /// given to a host's or a plugin's builder with `.tls(..)`.
 pub use rpcplugin_crypto::TlsConfig;
+/// tonic, in the version rpcplugin serves and calls with: generated code names it.
 pub use tonic;
+
+/// prost, in the version rpcplugin's generated code uses: messages generated in your
+/// crate derive `prost::Message` from it.
+pub use prost;
+
+/// tonic's prost codec, in the version rpcplugin uses: generated clients and servers
+/// name `tonic_prost::ProstCodec`.
+pub use tonic_prost;
 
 /// OpenTelemetry's API, in the version the `otel` feature uses.
 #[cfg(feature = "otel")]

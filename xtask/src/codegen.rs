@@ -26,6 +26,7 @@ const TARGETS: &[Target] = &[
             "examples/kv.proto",
             "examples/bench.proto",
             "examples/counter.proto",
+            "examples/streams.proto",
         ],
         dir: "crates/rpcplugin-proto/src/generated",
     },

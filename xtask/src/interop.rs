@@ -243,6 +243,37 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
                 expect: Expect::WorldWith("plugin survived the host"),
             });
         }
+        // A plugin author's crate with its own proto (tests/empty-crate), built as a
+        // user builds it: a go-plugin host starts it and checks its health.
+        let greeter = build_empty_crate(root)?;
+        for (name, automtls) in [
+            (
+                "go-plugin host -> greeter plugin from an empty crate",
+                false,
+            ),
+            (
+                "go-plugin host --automtls -> greeter plugin from an empty crate",
+                true,
+            ),
+        ] {
+            let mut args = vec![
+                "--ping-only".into(),
+                "--strict-shutdown".into(),
+                "--cookie".into(),
+                "GREETER_PLUGIN=hello".into(),
+            ];
+            if automtls {
+                args.insert(0, "--automtls".into());
+            }
+            args.extend(["--".into(), s(&greeter)]);
+            cases.push(Case {
+                name: name.into(),
+                program: go.join("kv-host"),
+                args,
+                env: vec![],
+                expect: Expect::Prints("SERVING\n", None),
+            });
+        }
     }
     if want("python") {
         let venv = out.join("venv");
@@ -581,4 +612,23 @@ fn run_case(case: &Case) -> Result<()> {
             )
         }
     }
+}
+
+/// Builds the plugin of tests/empty-crate (a crate outside the workspace, with its
+/// own lock) into the workspace's target directory and returns its path.
+pub(crate) fn build_empty_crate(root: &Path) -> Result<PathBuf> {
+    let target = root.join("target");
+    crate::run_cmd(
+        &root.join("tests/empty-crate"),
+        "cargo",
+        &[
+            "build",
+            "--locked",
+            "--offline",
+            "--target-dir",
+            &target.to_string_lossy(),
+        ],
+        &[],
+    )?;
+    Ok(target.join("debug/greeter-plugin"))
 }

@@ -12,6 +12,8 @@
 //! - `fuzz [--seconds N] [TARGET...]`: the cargo-fuzz targets, each for a bounded time.
 //! - `deny`: cargo-deny (licenses, bans, sources; advisories where the RustSec
 //!   database can be fetched) over the main workspace and `fuzz/`.
+//! - `package`: `cargo package` (with verification) of every published crate, and
+//!   their crates.io and docs.rs metadata.
 //! - `ci`: everything CI checks, in order.
 
 mod bench;
@@ -21,6 +23,7 @@ mod configdoc;
 mod deny;
 mod fuzz;
 mod interop;
+mod package;
 mod terraform;
 
 use anyhow::{Context, Result, bail};
@@ -41,6 +44,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&root, &args[1..]),
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("deny") => deny::run(&root),
+        Some("package") => package::run(&root),
         Some("ci") => ci(&root),
         _ => {
             eprintln!(
@@ -56,6 +60,7 @@ fn main() -> Result<()> {
                  fuzz [--seconds N] [TARGET...]\n                      \
                  run the fuzz targets, each for N seconds (default 30)\n  \
                  deny                cargo-deny: licenses, bans, sources, advisories\n  \
+                 package             cargo package of every published crate, and its metadata\n  \
                  ci                  fmt, codegen check, deny, clippy, tests, doc, interop"
             );
             bail!("unknown or missing command");
@@ -193,6 +198,14 @@ fn ci(root: &Path) -> Result<()> {
         .concat(),
         &[],
     )?;
+    // A plugin author's crate outside the workspace (its own proto, plugin and
+    // in-process test), depending on the facade by path as a user would.
+    run_cmd(
+        &root.join("tests/empty-crate"),
+        "cargo",
+        &["test", "--locked", "--offline"],
+        &[],
+    )?;
     run_cmd(root, "cargo", &["test", "--workspace", "--doc"], &[])?;
     run_cmd(
         root,
@@ -207,6 +220,7 @@ fn ci(root: &Path) -> Result<()> {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     check_layers(root)?;
+    package::run(root)?;
     interop::run(root, &[])
 }
 

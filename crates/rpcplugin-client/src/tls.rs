@@ -56,12 +56,19 @@ pub(crate) fn resolve(config: &TlsConfig, settings: &Settings) -> Result<HostTls
     let auto_mtls = config.configured_auto_mtls().unwrap_or(settings.auto_mtls);
     let identity = match identity {
         Some(identity) => identity,
-        None if auto_mtls => Identity::self_signed_with(
-            Role::Client,
-            &CertOptions::new(config.auto_mtls_key_algorithm()).validity(
-                std::time::Duration::from_secs(u64::from(settings.cert_validity_days) * 86_400),
-            ),
-        )?,
+        None if auto_mtls => {
+            let identity = Identity::self_signed_with(
+                Role::Client,
+                &CertOptions::new(config.auto_mtls_key_algorithm()).validity(
+                    std::time::Duration::from_secs(u64::from(settings.cert_validity_days) * 86_400),
+                ),
+            )?;
+            // Where the host's author looks: a slow first key costs every start.
+            if let Some(advice) = rpcplugin_crypto::slow_entropy_start_advice() {
+                rpcplugin_config::warn(&advice);
+            }
+            identity
+        }
         None if roots.is_some() => {
             return Err(Error::new(
                 Code::ConfigIncompleteIdentity,

@@ -45,7 +45,7 @@ pub mod units;
 
 pub use environment::Environment;
 pub use overlay::{ConfigValue, Overlay};
-pub use resolve::{Entry, Loaded, Notice, NoticeKind, Origin, report, variable_of};
+pub use resolve::{Entry, Loaded, Notice, NoticeKind, Origin, report, variable_of, warn};
 pub use sandbox::SandboxMode;
 pub use settings::{
     DEFAULT_COOKIE_KEY, DEFAULT_HOST_MAX_MESSAGE_SIZE, DEFAULT_PLUGIN_MAX_MESSAGE_SIZE, ENV_PREFIX,

@@ -123,6 +123,16 @@ pub fn report(notices: &[Notice]) {
     }
 }
 
+/// Says `text` where the user looks, as [`report`] says notices: a `tracing`
+/// warning when the program has a subscriber, else a line on stderr.
+pub fn warn(text: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!("{text}");
+    } else {
+        eprintln!("rpcplugin: warning: {text}");
+    }
+}
+
 /// One setting's effective value and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

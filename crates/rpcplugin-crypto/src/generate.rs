@@ -205,7 +205,7 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 fn key_pair(alg: KeyAlgorithm) -> Result<KeyPair> {
-    KeyPair::generate_for(alg.rcgen_alg()).map_err(gen_error)
+    crate::entropy::timed(|| KeyPair::generate_for(alg.rcgen_alg())).map_err(gen_error)
 }
 
 fn identity_from(cert: &rcgen::Certificate, key: &KeyPair) -> Identity {

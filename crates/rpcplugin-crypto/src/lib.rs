@@ -46,6 +46,7 @@
 
 mod config;
 mod digest;
+mod entropy;
 mod generate;
 mod identity;
 mod inspect;
@@ -58,6 +59,7 @@ pub use config::{
     ALPN_H2, client_config_ca, client_config_pinned, server_config_ca, server_config_pinned,
 };
 pub use digest::Sha256;
+pub use entropy::{SLOW_ENTROPY_START, slow_entropy_start_advice};
 pub use generate::{
     CLOCK_SKEW_ALLOWANCE, CertOptions, CertificateAuthority, DEFAULT_CA_VALIDITY, DEFAULT_VALIDITY,
     KeyAlgorithm, Role,

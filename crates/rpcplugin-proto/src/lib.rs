@@ -47,6 +47,9 @@ mod generated {
     pub(crate) mod counter {
         include!("generated/counter.v1.rs");
     }
+    pub(crate) mod streams {
+        include!("generated/streams.v1.rs");
+    }
 }
 
 /// go-plugin's internal services: controller (shutdown), broker, stdio.
@@ -90,6 +93,13 @@ pub mod examples {
             counter_server,
         };
     }
+    /// The four call shapes (unary, server streaming, client streaming,
+    /// bidirectional): `streams.v1.Streams`, for `examples/async_patterns.rs`.
+    pub mod streams {
+        pub use crate::generated::streams::{
+            AddRequest, CountRequest, Number, streams_client, streams_server,
+        };
+    }
 }
 
 /// Encoded `FileDescriptorSet` of every service above (and their imports), for
@@ -111,6 +121,7 @@ mod tests {
             include_str!("generated/proto.rs"),
             include_str!("generated/bench.v1.rs"),
             include_str!("generated/counter.v1.rs"),
+            include_str!("generated/streams.v1.rs"),
         ];
         let lib = include_str!("lib.rs");
         let curated = &lib[lib.find("\npub mod plugin").expect("the curated modules")..];

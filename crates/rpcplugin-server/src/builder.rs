@@ -17,7 +17,10 @@ use tower::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{AddService, BoxedService, GrpcBroker, Limits, PluginService, ServiceSet, StopReason};
+use crate::{
+    AddService, BoxedService, GrpcBroker, LimitedService, Limits, PluginService, ServiceSet,
+    StopReason,
+};
 
 /// The plugin server. Start with [`PluginServer::builder`].
 #[derive(Debug)]
@@ -112,9 +115,13 @@ impl Builder {
         self
     }
 
-    /// Adds a tonic service as it is (tonic's default message limits apply).
-    pub fn add_service<S: PluginService>(self, service: S) -> Self {
-        self.add_service_with(move |_| service)
+    /// Adds a tonic-generated service with the plugin's message limits (256 MiB by
+    /// default, [`Builder::max_message_sizes`](crate::Builder::max_message_sizes)),
+    /// not tonic's 4 MiB. A server generated in your own crate needs
+    /// [`impl_limited_service!`](crate::impl_limited_service) once; a service that is
+    /// not generated goes in with [`add_service_with`](Self::add_service_with).
+    pub fn add_service<S: PluginService + LimitedService>(self, service: S) -> Self {
+        self.add_service_with(move |limits| limits.apply(service))
     }
 
     /// Adds a tonic service built with the configured [`Limits`]:
@@ -262,8 +269,8 @@ impl Builder {
         self
     }
 
-    /// Message size limits for services added with [`Builder::add_service_with`] and
-    /// for the built-in ones.
+    /// Message size limits for services added with [`Builder::add_service`] or
+    /// [`Builder::add_service_with`], and for the built-in ones.
     pub fn max_message_sizes(mut self, receive: usize, send: usize) -> Self {
         self.max_receive = Some(receive);
         self.max_send = Some(send);

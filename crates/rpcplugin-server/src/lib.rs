@@ -53,8 +53,12 @@
 //! directions on any generated server. The default is
 //! [`DEFAULT_PLUGIN_MAX_MESSAGE_SIZE`] (256 MiB, as terraform-plugin-go), configurable
 //! with [`Builder::max_message_sizes`] or `PLUGIN_GRPC_MAX_RECEIVE_MESSAGE_SIZE` /
-//! `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`. A service added with [`Builder::add_service`]
-//! keeps tonic's own defaults (4 MiB received).
+//! `PLUGIN_GRPC_MAX_SEND_MESSAGE_SIZE`. [`Builder::add_service`] applies them for you to
+//! any server that implements [`LimitedService`]: the ones in `rpcplugin_proto` do,
+//! and one generated in your own crate does after one line,
+//! [`impl_limited_service!`]`(pb::greeter_server::GreeterServer<T>)` (the compiler
+//! error names the macro when it is missing). A service that is not generated goes
+//! in with [`Builder::add_service_with`], which keeps the limits it was built with.
 //!
 //! # Extension points
 //!

@@ -68,12 +68,19 @@ pub(crate) fn resolve(
     }
     let identity = match identity {
         Some(identity) => identity,
-        None if roots.is_some() || host_cert.is_some() => Identity::self_signed_with(
-            Role::Server,
-            &rpcplugin_crypto::CertOptions::new(config.auto_mtls_key_algorithm()).validity(
-                Duration::from_secs(u64::from(settings.cert_validity_days) * 86_400),
-            ),
-        )?,
+        None if roots.is_some() || host_cert.is_some() => {
+            let identity = Identity::self_signed_with(
+                Role::Server,
+                &rpcplugin_crypto::CertOptions::new(config.auto_mtls_key_algorithm()).validity(
+                    Duration::from_secs(u64::from(settings.cert_validity_days) * 86_400),
+                ),
+            )?;
+            // On stderr (as hclog with logging::init), which the host shows.
+            if let Some(advice) = rpcplugin_crypto::slow_entropy_start_advice() {
+                rpcplugin_config::warn(&advice);
+            }
+            identity
+        }
         None => return Ok(None),
     };
     let (config, dial) = rustls_configs(&identity, roots.as_deref(), host_cert)?;

@@ -1,7 +1,7 @@
 //! Versioned plugin sets: which services the plugin serves for each app protocol
 //! version (go-plugin's `VersionedPlugins`).
 
-use crate::{AddService, Limits, PluginService};
+use crate::{AddService, LimitedService, Limits, PluginService};
 use std::fmt;
 
 /// The services a plugin serves for one app protocol version.
@@ -45,9 +45,13 @@ impl ServiceSet {
         Self::default()
     }
 
-    /// Adds a tonic service as it is (tonic's default message limits apply).
-    pub fn add_service<S: PluginService>(self, service: S) -> Self {
-        self.add_service_with(move |_| service)
+    /// Adds a tonic-generated service with the plugin's message limits (256 MiB by
+    /// default, [`Builder::max_message_sizes`](crate::Builder::max_message_sizes)),
+    /// not tonic's 4 MiB. A server generated in your own crate needs
+    /// [`impl_limited_service!`](crate::impl_limited_service) once; a service that is
+    /// not generated goes in with [`add_service_with`](Self::add_service_with).
+    pub fn add_service<S: PluginService + LimitedService>(self, service: S) -> Self {
+        self.add_service_with(move |limits| limits.apply(service))
     }
 
     /// Adds a tonic service built with the plugin's [`Limits`], as

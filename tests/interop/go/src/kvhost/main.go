@@ -50,7 +50,7 @@ const (
 )
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: kv-host [--automtls] [--cookie KEY=VALUE] [--strict-shutdown] -- PLUGIN_COMMAND [ARGS...]")
+	fmt.Fprintln(os.Stderr, "usage: kv-host [--automtls] [--cookie KEY=VALUE] [--strict-shutdown] [--ping-only] -- PLUGIN_COMMAND [ARGS...]")
 	os.Exit(2)
 }
 
@@ -88,6 +88,7 @@ func fail(format string, args ...interface{}) {
 func main() {
 	automtls := false
 	strictShutdown := false
+	pingOnly := false
 	reattachJSON := ""
 	cookieKey, cookieValue := kvproto.Handshake.MagicCookieKey, kvproto.Handshake.MagicCookieValue
 	args := os.Args[1:]
@@ -106,6 +107,10 @@ func main() {
 			automtls = true
 		case a == "--strict-shutdown":
 			strictShutdown = true
+		case a == "--ping-only":
+			// For plugins that serve no KV (a plugin author's own proto): start,
+			// health check, stop.
+			pingOnly = true
 		case a == "--reattach":
 			if len(args) == 0 {
 				usage()
@@ -210,19 +215,23 @@ func main() {
 	check(err, "connect to plugin")
 	check(rpc.Ping(), "ping (grpc.health.v1 Check, service \"plugin\")")
 
-	raw, err := rpc.Dispense("kv")
-	check(err, "dispense \"kv\"")
-	kv, ok := raw.(kvproto.KV)
-	if !ok {
-		check(fmt.Errorf("dispensed %T, not a KV", raw), "dispense \"kv\"")
-	}
+	if pingOnly {
+		fmt.Println("SERVING")
+	} else {
+		raw, err := rpc.Dispense("kv")
+		check(err, "dispense \"kv\"")
+		kv, ok := raw.(kvproto.KV)
+		if !ok {
+			check(fmt.Errorf("dispensed %T, not a KV", raw), "dispense \"kv\"")
+		}
 
-	check(kv.Put("hello", []byte("world")), "KV.Put(hello, world)")
-	value, err := kv.Get("hello")
-	check(err, "KV.Get(hello)")
-	fmt.Println(string(value))
-	if string(value) != "world" {
-		check(fmt.Errorf("got %q, want %q", value, "world"), "KV.Get(hello)")
+		check(kv.Put("hello", []byte("world")), "KV.Put(hello, world)")
+		value, err := kv.Get("hello")
+		check(err, "KV.Get(hello)")
+		fmt.Println(string(value))
+		if string(value) != "world" {
+			check(fmt.Errorf("got %q, want %q", value, "world"), "KV.Get(hello)")
+		}
 	}
 
 	t1 := time.Now()
