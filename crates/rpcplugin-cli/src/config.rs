@@ -19,6 +19,10 @@ pub(crate) struct Entry {
     pub(crate) variable: String,
     /// The effective value as JSON; keys and inline PEM are not shown.
     pub(crate) value: serde_json::Value,
+    /// The value as the config layer writes it (`30s`, `unix,tcp`, `unset`), for
+    /// the readable table; inline PEM summarised.
+    #[serde(skip)]
+    pub(crate) text: String,
     /// `default`, `file PATH:LINE`, `environment`, or `environment (NAME)` when
     /// another name of the setting (pyvider-rpcplugin's) set it.
     pub(crate) source: String,
@@ -87,9 +91,15 @@ fn report(env: &Environment, file: Option<&Path>) -> Result<Report, String> {
                 Origin::Code { name } => format!("code ({name})"),
                 other => other.to_string(),
             };
+            let value = shown(values.get(entry.key).cloned().unwrap_or_default());
+            let text = match &value {
+                serde_json::Value::String(s) if s.starts_with("(inline PEM") => s.clone(),
+                _ => entry.value,
+            };
             Entry {
                 key: entry.key,
-                value: shown(values.get(entry.key).cloned().unwrap_or_default()),
+                value,
+                text,
                 variable: entry.variable,
                 source,
             }
@@ -128,15 +138,6 @@ fn shown(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// Settings that are durations (`Settings` serializes them as seconds).
-fn is_duration(key: &str) -> bool {
-    key.ends_with("_timeout")
-        || key.ends_with("_grace")
-        || key.ends_with("_time")
-        || key.ends_with("_backoff")
-        || key.ends_with("_jitter")
-}
-
 /// The readable table.
 pub(crate) fn render(report: &Report) -> String {
     let mut out =
@@ -154,18 +155,7 @@ pub(crate) fn render(report: &Report) -> String {
         .max()
         .unwrap_or(0);
     for entry in &report.settings {
-        let value = match &entry.value {
-            serde_json::Value::Null => "(unset)".to_owned(),
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(items) => items
-                .iter()
-                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-                .collect::<Vec<_>>()
-                .join(","),
-            // Durations are seconds in the JSON, as the settings read a bare number.
-            serde_json::Value::Number(n) if is_duration(entry.key) => format!("{n}s"),
-            other => other.to_string(),
-        };
+        let value = &entry.text;
         let _ = writeln!(
             out,
             "  {:<width$}  {:<24} {}",
@@ -230,7 +220,7 @@ mod tests {
         );
         let text = render(&report);
         assert!(text.contains("PLUGIN_SHUTDOWN_GRACE"), "{text}");
-        assert!(text.contains("3.0s"), "{text}");
+        assert!(text.contains("3s"), "{text}");
         assert!(
             text.contains("PLUGIN_HANDSHAKE_TIMOUT: did you mean PLUGIN_HANDSHAKE_TIMEOUT?"),
             "{text}"

@@ -122,10 +122,9 @@ fn with_attempts(last: Error, earlier: Vec<Error>, why: Option<String>) -> Error
 
 /// One launch: verify, spawn, handshake, connect, health.
 async fn attempt(builder: &Builder, resolved: &Resolved) -> Result<PluginClient> {
-    let builder = builder.clone();
     let program = verify(&builder.program, &resolved.env, builder.checksum).await?;
     let spawning = Instant::now();
-    let mut spawned = spawn(&builder, resolved, &program).await?;
+    let mut spawned = spawn(builder, resolved, &program).await?;
     let line = spawned.read_handshake(resolved.handshake_timeout).await?;
     let handshake_read = Instant::now();
     let announced = handshake::check(
@@ -136,7 +135,7 @@ async fn attempt(builder: &Builder, resolved: &Resolved) -> Result<PluginClient>
         &builder.connectors,
         &spawned.tail.lines(),
     )?;
-    let connected = connect::launched(&builder, resolved, &spawned, &announced, &line).await?;
+    let connected = connect::launched(builder, resolved, &spawned, &announced, &line).await?;
     let connected_at = Instant::now();
     connect::check_health(
         &spawned.name,
@@ -150,7 +149,8 @@ async fn attempt(builder: &Builder, resolved: &Resolved) -> Result<PluginClient>
         connect: connected_at - handshake_read,
         health: connected_at.elapsed(),
     };
-    let mut client = spawned.into_client(announced, connected, resolved.grace, builder.stdio);
+    let mut client =
+        spawned.into_client(announced, connected, resolved.grace, builder.stdio.clone());
     client.timings = Some(timings);
     Ok(client)
 }

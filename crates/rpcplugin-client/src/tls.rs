@@ -47,21 +47,18 @@ pub(crate) fn resolve(config: &TlsConfig, settings: &Settings) -> Result<HostTls
     let identity = config.identity_or("the host's certificate (given to .identity())", || {
         identity_from_settings(settings)
     })?;
-    let (roots_value, roots_name) = match (&settings.server_root_certs, &settings.ca_cert) {
-        (Some(roots), _) => (Some(roots.as_str()), "PLUGIN_SERVER_ROOT_CERTS"),
-        (None, Some(ca)) => (Some(ca.as_str()), "PLUGIN_CA_CERT"),
-        (None, None) => (None, "PLUGIN_SERVER_ROOT_CERTS"),
-    };
-    let roots = config.ca_roots_or(roots_value, roots_name)?;
+    let (roots, name) = settings
+        .plugin_roots()
+        .map_or((None, "PLUGIN_SERVER_ROOT_CERTS"), |(v, n)| (Some(v), n));
+    let roots = config.ca_roots_or(roots, name)?;
     let auto_mtls = config.configured_auto_mtls().unwrap_or(settings.auto_mtls);
     let identity = match identity {
         Some(identity) => identity,
         None if auto_mtls => {
             let identity = Identity::self_signed_with(
                 Role::Client,
-                &CertOptions::new(config.auto_mtls_key_algorithm()).validity(
-                    std::time::Duration::from_secs(u64::from(settings.cert_validity_days) * 86_400),
-                ),
+                &CertOptions::new(config.auto_mtls_key_algorithm())
+                    .validity(settings.cert_validity()),
             )?;
             // Where the host's author looks: a slow first key costs every start.
             if let Some(advice) = rpcplugin_crypto::slow_entropy_start_advice() {

@@ -112,13 +112,8 @@ pub fn report(notices: &[Notice]) {
             .lock()
             .map(|mut said| said.insert(text.clone()))
             .unwrap_or(true);
-        if !first {
-            continue;
-        }
-        if tracing::dispatcher::has_been_set() {
-            tracing::warn!(variable = %notice.name, "{text}");
-        } else {
-            eprintln!("rpcplugin: warning: {text}");
+        if first {
+            warn(&text);
         }
     }
 }

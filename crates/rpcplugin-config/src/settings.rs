@@ -481,24 +481,55 @@ impl Settings {
             .with_hint("set both (go-plugin hosts use 10000 and 25000), or neither")),
             _ => Ok(()),
         }?;
-        if let Some(host) = &self.server_host {
-            let loopback = host.eq_ignore_ascii_case("localhost")
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if !loopback {
-                return Err(Error::new(
-                    Code::ConfigInvalidValue,
-                    format!("PLUGIN_SERVER_HOST ({host}) is not a loopback address"),
-                )
-                .with_hint(
-                    "plugins serve their host on the same machine: use 127.0.0.1, ::1 or localhost (the loopback address keeps the port off the network)",
-                ));
-            }
+        if let Some(host) = &self.server_host
+            && !self.server_ip().is_some_and(|ip| ip.is_loopback())
+        {
+            return Err(Error::new(
+                Code::ConfigInvalidValue,
+                format!("PLUGIN_SERVER_HOST ({host}) is not a loopback address"),
+            )
+            .with_hint(
+                "plugins serve their host on the same machine: use 127.0.0.1, ::1 or localhost (the loopback address keeps the port off the network)",
+            ));
         }
         Ok(())
+    }
+
+    /// The address of `server_host`: `localhost` is 127.0.0.1, an IPv6 address may
+    /// be in brackets. `None` when unset (or not an address, which
+    /// [`resolve`](Self::resolve) refuses).
+    pub fn server_ip(&self) -> Option<std::net::IpAddr> {
+        let host = self.server_host.as_deref()?;
+        if host.eq_ignore_ascii_case("localhost") {
+            return Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        }
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
+    }
+
+    /// The CA certificates a plugin checks its host's certificate against, with the
+    /// variable that named them: `client_root_certs`, else `ca_cert`.
+    pub fn host_roots(&self) -> Option<(&str, &'static str)> {
+        match (&self.client_root_certs, &self.ca_cert) {
+            (Some(roots), _) => Some((roots, "PLUGIN_CLIENT_ROOT_CERTS")),
+            (None, ca) => ca.as_deref().map(|ca| (ca, "PLUGIN_CA_CERT")),
+        }
+    }
+
+    /// The CA certificates a host checks its plugin's certificate against, with the
+    /// variable that named them: `server_root_certs`, else `ca_cert`.
+    pub fn plugin_roots(&self) -> Option<(&str, &'static str)> {
+        match (&self.server_root_certs, &self.ca_cert) {
+            (Some(roots), _) => Some((roots, "PLUGIN_SERVER_ROOT_CERTS")),
+            (None, ca) => ca.as_deref().map(|ca| (ca, "PLUGIN_CA_CERT")),
+        }
+    }
+
+    /// How long a generated certificate is valid: `cert_validity_days` days.
+    pub fn cert_validity(&self) -> Duration {
+        Duration::from_secs(u64::from(self.cert_validity_days) * 86_400)
     }
 
     /// The magic cookie as `(key, value)`: the one set in code if any, else

@@ -232,16 +232,8 @@ fn transport(
             if let Some(port) = settings.server_port {
                 t = t.port_range(port, port);
             }
-            if let Some(host) = &settings.server_host {
-                // Validated as loopback by the settings.
-                let ip = if host.eq_ignore_ascii_case("localhost") {
-                    std::net::IpAddr::from([127, 0, 0, 1])
-                } else {
-                    host.trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .parse()
-                        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
-                };
+            // Checked to be loopback when the settings were resolved.
+            if let Some(ip) = settings.server_ip() {
                 t = t.host(ip);
             }
             Ok(Arc::new(t))

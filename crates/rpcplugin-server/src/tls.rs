@@ -22,7 +22,6 @@ use rpcplugin_crypto::{
     load_certificates, server_config_ca, server_config_pinned,
 };
 use rpcplugin_transport::rustls::{ClientConfig, ServerConfig};
-use std::time::Duration;
 
 /// TLS as served: the rustls config and the certificate announced in the handshake.
 pub(crate) struct ServerTls {
@@ -45,12 +44,10 @@ pub(crate) fn resolve(
     let identity = config.identity_or("the plugin's certificate (given to .identity())", || {
         identity_from_settings(settings)
     })?;
-    let (roots_value, roots_name) = match (&settings.client_root_certs, &settings.ca_cert) {
-        (Some(roots), _) => (Some(roots.as_str()), "PLUGIN_CLIENT_ROOT_CERTS"),
-        (None, Some(ca)) => (Some(ca.as_str()), "PLUGIN_CA_CERT"),
-        (None, None) => (None, "PLUGIN_CLIENT_ROOT_CERTS"),
-    };
-    let roots = config.ca_roots_or(roots_value, roots_name)?;
+    let (roots, name) = settings
+        .host_roots()
+        .map_or((None, "PLUGIN_CLIENT_ROOT_CERTS"), |(v, n)| (Some(v), n));
+    let roots = config.ca_roots_or(roots, name)?;
     let auto_mtls = config.configured_auto_mtls().unwrap_or(settings.auto_mtls);
     let host_cert = match host_cert_pem {
         // The host's certificate is checked as strictly as a configured one:
@@ -71,9 +68,8 @@ pub(crate) fn resolve(
         None if roots.is_some() || host_cert.is_some() => {
             let identity = Identity::self_signed_with(
                 Role::Server,
-                &rpcplugin_crypto::CertOptions::new(config.auto_mtls_key_algorithm()).validity(
-                    Duration::from_secs(u64::from(settings.cert_validity_days) * 86_400),
-                ),
+                &rpcplugin_crypto::CertOptions::new(config.auto_mtls_key_algorithm())
+                    .validity(settings.cert_validity()),
             )?;
             // On stderr (as hclog with logging::init), which the host shows.
             if let Some(advice) = rpcplugin_crypto::slow_entropy_start_advice() {
